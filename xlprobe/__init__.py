@@ -1,0 +1,62 @@
+"""xlprobe: probing and interpretability for multilingual transformers before and after MT training.
+
+Data flows one way: ``xlprobe.tasks`` (datasets) -> ``xlprobe.hooks`` (capture) -> ``ActivationStore``
+-> ``xlprobe.probes`` (measures) -> ``xlprobe.figures`` / report.
+"""
+from __future__ import annotations
+
+from xlprobe.errors import (
+    CapturePointError,
+    ConfigError,
+    DataError,
+    LanguageCodeError,
+    ModelFamilyError,
+    ModelNotFoundError,
+    NumericalError,
+    StoreCorruptError,
+    StoreError,
+    StoreMismatchError,
+    XlprobeError,
+)
+from xlprobe.types import POOLINGS, CapturePoint, Dataset, Record, StoreKey
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    # core types
+    "Record", "Dataset", "CapturePoint", "StoreKey", "POOLINGS",
+    # capture
+    "Capture", "extract", "capture_points", "resolve_points", "Activations", "TokenStates",
+    # store
+    "ActivationStore",
+    # data
+    "load_data", "load_bible",
+    # models
+    "load_model",
+    # errors
+    "XlprobeError", "ConfigError", "DataError", "CapturePointError", "LanguageCodeError", "ModelFamilyError",
+    "ModelNotFoundError", "NumericalError", "StoreError", "StoreCorruptError", "StoreMismatchError",
+]
+
+_LAZY = {
+    "Capture": "xlprobe.hooks.capture",
+    "extract": "xlprobe.hooks.extract",
+    "Activations": "xlprobe.hooks.extract",
+    "TokenStates": "xlprobe.hooks.extract",
+    "capture_points": "xlprobe.hooks.points",
+    "resolve_points": "xlprobe.hooks.points",
+    "ActivationStore": "xlprobe.store",
+    "load_data": "xlprobe.tasks",
+    "load_bible": "xlprobe.tasks",
+    "load_model": "xlprobe.loading",
+}
+
+
+def __getattr__(name: str):
+    """Import heavy parts (torch, transformers) only when first used, so `import xlprobe` is instant."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'xlprobe' has no attribute {name!r}")

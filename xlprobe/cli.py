@@ -1,0 +1,191 @@
+"""The ``xlprobe`` command line: a thin typer app that parses, calls the API and prints with rich."""
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from xlprobe.errors import XlprobeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Probe what happens inside multilingual transformers, e.g. after MT continued training.")
+store_app = typer.Typer(no_args_is_help=True, help="Inspect and check activation stores.")
+app.add_typer(store_app, name="store")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(err: XlprobeError) -> None:
+    """Print an xlprobe error (message and hint) and exit with status 2."""
+    err_console.print(f"[bold red]error:[/] {escape(err.message)}")
+    if err.hint:
+        err_console.print(f"  [yellow]hint:[/] {escape(err.hint)}")
+    raise typer.Exit(2)
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Log xlprobe's warnings (and info with --verbose) to stderr through rich."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
+    for noisy in ("transformers", "urllib3", "huggingface_hub", "numba"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details.")) -> None:
+    """xlprobe: probes, similarity and attribution for multilingual checkpoints."""
+    _setup_logging(verbose)
+
+
+@app.command()
+def layers(
+    model: str = typer.Argument(..., help="Hub id, local folder, or tiny:<family> (e.g. tiny:mbart)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List every capture point of MODEL: name, alias, side, index, output shape."""
+    from xlprobe.loading import describe_points, load_model
+
+    try:
+        m, tok = load_model(model)
+        rows = describe_points(m, tok)
+    except XlprobeError as err:
+        _fail(err)
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"capture points of {model} ({type(m).__name__})")
+    for col in ("name", "alias", "side", "index", "where", "hs[i]", "shape"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        hs = "-" if r["hidden_states"] is None else str(r["hidden_states"])
+        shape = f"[b, t, {r['shape'][-1]}]" if r["shape"] else "?"
+        table.add_row(r["name"], r["alias"], r["side"], str(r["index"]), r["where"], hs, escape(shape))
+    console.print(table)
+    console.print("Names ending in ':input' read a block's input (the embedding output). hs[i]: the "
+                  "entry of output_hidden_states equal to the point; '-': no entry of output_hidden_states equals this point (e.g. the last "
+                  "block of a pre-LN model, before its final norm).")
+
+
+@app.command()
+def data(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the corpora, languages and translations xlprobe can load, with licence status."""
+    from xlprobe.tasks import catalogue
+
+    try:
+        rows = catalogue()
+    except XlprobeError as err:
+        _fail(err)
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title="corpora")
+    cols = list(rows[0]) if rows else []
+    for c in cols:
+        table.add_column(str(c))
+    for r in rows:
+        table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in cols))
+    console.print(table)
+    console.print("licence 'yes': artifacts derived from it may be shipped; 'no' / 'check': local probing only.")
+
+
+@app.command()
+def capture(
+    model: str = typer.Option(..., "--model", "-m", help="Hub id, local folder, or tiny:<family>."),
+    data_spec: str = typer.Option(..., "--data", "-d", help="Data spec, e.g. bible:en,fr,de (see `xlprobe data`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Activation store folder (created; reused to resume)."),
+    layer_spec: str = typer.Option("all", "--layers", "-l", help="Comma-separated names, aliases or globs."),
+    pooling: str = typer.Option("mean", "--pooling", "-p", help="mean | first | last | max | tag | tokens"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Parallel groups (verses) to keep."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    max_length: Optional[int] = typer.Option(None, "--max-length"),
+    tgt_lang: Optional[str] = typer.Option(None, "--tgt-lang", help="Decoder target language (prompt)."),
+    include_special: bool = typer.Option(False, "--include-special", help="Pool special tokens too."),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: str = typer.Option("cpu", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Capture pooled activations of a dataset into a resumable activation store."""
+    from dataclasses import replace
+
+    from xlprobe.hooks.extract import extract
+    from xlprobe.loading import load_model
+    from xlprobe.store import ActivationStore
+    from xlprobe.tasks import load_data
+    from xlprobe.types import Dataset
+
+    command = "xlprobe " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    t0 = time.perf_counter()
+    try:
+        ds = load_data(data_spec, limit=limit, seed=seed)
+        if tgt_lang:
+            ds = Dataset(ds.name, tuple(replace(r, target_lang=tgt_lang) for r in ds), ds.meta)
+        m, tok = load_model(model, device=device)
+        store = ActivationStore.open(out)
+        names = [s.strip() for s in layer_spec.split(",") if s.strip()]
+        keys = extract(m, tok, ds, names, pooling=pooling, batch_size=batch_size, max_length=max_length,
+                       include_special=include_special, dtype=dtype, store=store, progress=True,
+                       provenance={"command": command, "model_spec": model, "data_spec": data_spec, "seed": seed})
+    except XlprobeError as err:
+        _fail(err)
+    table = Table(title=f"wrote {len(keys)} shard(s) to {out}")
+    for col in ("point", "pooling", "rows", "dim", "file"):
+        table.add_column(col)
+    for k in keys:
+        e = store.entry(k)
+        shape = e.get("shape", ["?", "?"])
+        table.add_row(k.point, k.pooling, str(shape[0]), str(shape[1]), str(e.get("file", "")))
+    console.print(table)
+    langs = sorted({r.lang for r in ds})
+    console.print(f"{len(ds)} texts in {len(langs)} language(s) ({', '.join(langs)}), dataset {ds.fingerprint}, "
+                  f"{time.perf_counter() - t0:.1f}s")
+
+
+@store_app.command("ls")
+def store_ls(path: Path = typer.Argument(..., help="Activation store folder.")) -> None:
+    """List the shards of a store."""
+    from xlprobe.store import ActivationStore
+
+    try:
+        st = ActivationStore.open(path, create=False)
+        keys = st.keys()
+    except XlprobeError as err:
+        _fail(err)
+    table = Table(title=f"{len(keys)} shard(s) in {path}")
+    for col in ("point", "pooling", "data", "model", "shape"):
+        table.add_column(col)
+    for k in keys:
+        table.add_row(k.point, k.pooling, k.data, k.model[:12], str(st.entry(k).get("shape")))
+    console.print(table)
+
+
+@store_app.command("verify")
+def store_verify(path: Path = typer.Argument(..., help="Activation store folder.")) -> None:
+    """Check every shard's size and checksum; exit 1 when something is wrong."""
+    from xlprobe.store import ActivationStore
+
+    try:
+        problems = ActivationStore.open(path, create=False).verify()
+    except XlprobeError as err:
+        _fail(err)
+    if problems:
+        for p in problems:
+            err_console.print(f"[red]✗[/] {p}")
+        raise typer.Exit(1)
+    console.print("[green]all shards verified[/]")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

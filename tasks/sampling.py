@@ -1,0 +1,77 @@
+"""Seeded sampling helpers shared by the loaders (``limit=``)."""
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+from xlprobe.errors import DataError
+
+__all__ = ["check_limit", "sample_indices", "stratified_sample"]
+
+
+def check_limit(limit: object, what: str = "limit") -> int | None:
+    """Validate ``limit`` (None or a positive int) and return it as an int."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise DataError(f"{what} must be a positive integer or None, got {limit!r}",
+                        hint=f"pass e.g. {what}=1000, or None to keep everything")
+    return int(limit)
+
+
+def sample_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``limit`` items out of ``n`` drawn without replacement (all when ``limit >= n``)."""
+    if limit is None or limit >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=limit, replace=False)).astype(np.int64)
+
+
+def _allocate(sizes: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Largest-remainder allocation of ``n`` draws in proportion to ``sizes`` (ties broken by ``rng``)."""
+    exact = n * sizes / sizes.sum()
+    quota = np.minimum(np.floor(exact).astype(np.int64), sizes)
+    left = n - int(quota.sum())
+    if left > 0:
+        tie_break = rng.permutation(len(sizes))
+        order = np.lexsort((tie_break, -(exact - quota)))
+        for i in order:
+            if left == 0:
+                break
+            if quota[i] < sizes[i]:
+                quota[i] += 1
+                left -= 1
+    return quota
+
+
+def stratified_sample(strata: Sequence[Hashable], n: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``n`` items, spread over ``strata`` in proportion to their sizes.
+
+    Parameters
+    ----------
+    strata : sequence of hashable
+        The stratum of each item (e.g. the book of each verse).
+    n : int or None
+        How many items to keep; None or ``n >= len(strata)`` keeps all.
+    seed : int
+        Seed of the ``np.random.default_rng`` that breaks ties and draws within strata.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted int64 indices into ``strata``.
+    """
+    total = len(strata)
+    if n is None or n >= total:
+        return np.arange(total, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    keys, inverse = np.unique(np.asarray([str(s) for s in strata], dtype=object), return_inverse=True)
+    sizes = np.bincount(inverse, minlength=len(keys))
+    quota = _allocate(sizes, n, rng)
+    chosen = []
+    for k in range(len(keys)):
+        members = np.flatnonzero(inverse == k)
+        if quota[k]:
+            chosen.append(rng.choice(members, size=int(quota[k]), replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)

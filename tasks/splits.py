@@ -1,0 +1,204 @@
+"""Deterministic, group-aware splits: every record of a unit (verse, chapter, book) lands on one side.
+
+A *unit* is what a split keeps together. ``by="group"`` keeps the translations of one sentence
+together; ``by="chapter"`` and ``by="book"`` keep near-duplicate neighbouring verses apart from the
+test side as well. Any label name (``by="genre"``) also works as a unit.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from xlprobe.errors import DataError
+from xlprobe.types import Dataset, Record
+
+__all__ = ["group_ids", "group_kfold", "group_train_test_split"]
+
+_VERSE_KEY = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+_FINER = "split by a finer unit (book -> chapter -> group) or use fewer folds"
+
+
+def _records(data: Dataset | Sequence[Record]) -> Sequence[Record]:
+    """The records of a Dataset or a sequence of Records, refusing empty input."""
+    records = data.records if isinstance(data, Dataset) else data
+    if len(records) == 0:
+        raise DataError("cannot split an empty dataset", hint="load some records first")
+    return records
+
+
+def _verse_part(record: Record, by: str) -> str:
+    """Book (``"43"``) or chapter (``"43.3"``) of a record whose group is a verse key ``b.c.v``."""
+    m = _VERSE_KEY.fullmatch(record.group or "")
+    if m is None:
+        raise DataError(
+            f"cannot split by {by!r}: record {record.id!r} has group {record.group!r}, "
+            "not a verse key 'book.chapter.verse'" + (" and no 'book' label" if by == "book" else ""),
+            hint="split by='group' or by a label name present in every record",
+        )
+    return m.group(1) if by == "book" else f"{m.group(1)}.{m.group(2)}"
+
+
+def _unit(record: Record, by: str) -> str:
+    """The unit of one record under ``by``."""
+    if by == "group":
+        return record.group if record.group is not None else f"id:{record.id}"
+    if by == "chapter":
+        return _verse_part(record, by)
+    if by in record.labels:
+        return str(record.labels[by])
+    if by == "book":
+        return _verse_part(record, by)
+    raise DataError(f"cannot split by {by!r}: record {record.id!r} has no label {by!r}",
+                    hint=f"use 'group', 'chapter', 'book' or one of its labels {sorted(record.labels)}")
+
+
+def group_ids(data: Dataset | Sequence[Record], by: str = "group") -> np.ndarray:
+    """The unit of every record, as a 1-D array usable as ``groups=`` of scikit-learn's splitters.
+
+    Parameters
+    ----------
+    data : Dataset or sequence of Record
+    by : str, default "group"
+        ``"group"`` (the parallel group; a record without one is its own unit), ``"chapter"``,
+        ``"book"`` (the ``book`` label, else the book part of a ``book.chapter.verse`` group) or any
+        label name.
+
+    Returns
+    -------
+    numpy.ndarray
+        One string per record (object dtype).
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import GroupKFold  # doctest: +SKIP
+    >>> GroupKFold(5).split(X, y, groups=group_ids(ds, by="chapter"))  # doctest: +SKIP
+    """
+    return np.asarray([_unit(r, by) for r in _records(data)], dtype=object)
+
+
+def _unit_table(data: Dataset | Sequence[Record], by: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: unit index; per unit (shuffled with ``seed``): its name and record count."""
+    ids = group_ids(data, by)
+    names, inverse = np.unique(ids, return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(names))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    inverse = rank[inverse]
+    return inverse, names[order], np.bincount(inverse, minlength=len(names))
+
+
+def _sides(unit_of: np.ndarray, test_units: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train / test record indices for a set of test unit indices."""
+    is_test = np.isin(unit_of, np.fromiter(test_units, dtype=np.int64))
+    return np.flatnonzero(~is_test).astype(np.int64), np.flatnonzero(is_test).astype(np.int64)
+
+
+def group_kfold(
+    data: Dataset | Sequence[Record], k: int = 5, by: str = "book", seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Split into ``k`` folds with no unit on both sides, balancing record counts across folds.
+
+    Units are shuffled with ``seed``, then placed largest first into the fold with the fewest
+    records so far (ties broken by the shuffle), like scikit-learn's ``GroupKFold``.
+
+    Parameters
+    ----------
+    data : Dataset or sequence of Record
+    k : int, default 5
+        Number of folds, at least 2 and at most the number of units.
+    by : str, default "book"
+        The unit kept together: ``"book"``, ``"chapter"``, ``"group"`` or a label name
+        (see :func:`group_ids`).
+    seed : int, default 0
+        Seed of the ``np.random.default_rng`` that shuffles units.
+
+    Returns
+    -------
+    list of (numpy.ndarray, numpy.ndarray)
+        ``k`` pairs of sorted int64 (train, test) record indices; every record is in exactly one
+        test fold.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise DataError(f"k must be an integer >= 2, got {k!r}", hint="e.g. k=5")
+    unit_of, names, sizes = _unit_table(data, by, seed)
+    if k > len(names):
+        raise DataError(f"cannot make {k} folds by {by!r}: the data has only {len(names)} distinct "
+                        f"{by} unit(s)", hint=f"use k <= {len(names)}, or {_FINER}")
+    fold_of = np.empty(len(names), dtype=np.int64)
+    load = np.zeros(k, dtype=np.int64)
+    for u in np.argsort(-sizes, kind="stable"):
+        fold_of[u] = int(np.argmin(load))
+        load[fold_of[u]] += sizes[u]
+    return [_sides(unit_of, np.flatnonzero(fold_of == f)) for f in range(k)]
+
+
+def _pick_test_units(sizes: np.ndarray, test_size: float, n_records: int) -> list[int]:
+    """Test units (in shuffled order) whose records come closest to ``test_size``."""
+    if isinstance(test_size, (int, np.integer)) and not isinstance(test_size, bool):
+        if not 1 <= test_size < len(sizes):
+            raise DataError(f"test_size={test_size!r} units leaves no unit for one side: the data has "
+                            f"{len(sizes)} unit(s)", hint=f"use 1 <= test_size < {len(sizes)}, or {_FINER}")
+        return list(range(int(test_size)))
+    if not isinstance(test_size, float) or not 0.0 < test_size < 1.0:
+        raise DataError(f"test_size must be a fraction in (0, 1) or a number of units, got {test_size!r}",
+                        hint="e.g. test_size=0.2")
+    target, count, chosen = test_size * n_records, 0, []
+    for u, size in enumerate(sizes):
+        if len(chosen) == len(sizes) - 1:
+            break
+        if not chosen or abs(count + size - target) < abs(count - target):
+            chosen.append(u)
+            count += int(size)
+    return chosen
+
+
+def group_train_test_split(
+    data: Dataset | Sequence[Record],
+    test_size: float = 0.2,
+    by: str = "book",
+    seed: int = 0,
+    *,
+    test: Iterable[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split records into train / test with no unit on both sides.
+
+    Parameters
+    ----------
+    data : Dataset or sequence of Record
+    test_size : float or int, default 0.2
+        A float is the wanted fraction of *records* in test, met as closely as whole units allow
+        (units are taken in seeded random order); an int is a number of units.
+    by : str, default "book"
+        The unit kept together (see :func:`group_ids`).
+    seed : int, default 0
+        Seed of the ``np.random.default_rng`` that orders units.
+    test : iterable of str, optional
+        Explicit test units (e.g. ``["John", "Acts"]`` with ``by="book"``); ``test_size`` and
+        ``seed`` are then ignored.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Sorted int64 train and test record indices, both non-empty.
+    """
+    unit_of, names, sizes = _unit_table(data, by, seed)
+    if len(names) < 2:
+        raise DataError(f"cannot split by {by!r}: the data has a single {by} unit ({names[0]!r})",
+                        hint=_FINER)
+    if test is not None:
+        wanted = [str(t) for t in test]
+        position = {str(n): i for i, n in enumerate(names)}
+        missing = [t for t in wanted if t not in position]
+        if missing:
+            shown = ", ".join(sorted(map(str, names))[:20])
+            raise DataError(f"test unit(s) {missing!r} not found among the {by} units",
+                            hint=f"units present: {shown}{' ...' if len(names) > 20 else ''}")
+        chosen = [position[t] for t in wanted]
+        if len(set(chosen)) == len(names):
+            raise DataError(f"test={wanted!r} takes every {by} unit, leaving nothing to train on",
+                            hint="leave at least one unit out of test")
+    else:
+        chosen = _pick_test_units(sizes, test_size, len(unit_of))
+    return _sides(unit_of, chosen)

@@ -479,9 +479,24 @@ def _token_rows(ptr: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(ptr[i], ptr[i + 1]) for i in idx]) if len(idx) else np.empty(0, np.int64)
 
 
-def _options_key(pooling: str, include_special: bool, max_length: int, dtype: str) -> str:
-    """The options that change the values of a shard, as a stable string."""
-    return f"special={int(include_special)};max_length={max_length};dtype={dtype}"
+def _options_key(tokenizer: Any, include_special: bool, max_length: int, dtype: str) -> str:
+    """The options that change the values of a shard (tokenizer included), as a stable string."""
+    return (f"tokenizer={tokenizer_fingerprint(tokenizer)};special={int(include_special)};"
+            f"max_length={max_length};dtype={dtype}")
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Hash of what decides token ids: the serialized fast tokenizer, or the vocabulary and class."""
+    import hashlib
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        raw = backend.to_str()
+    else:
+        raw = json.dumps(sorted(tokenizer.get_vocab().items()))
+    raw += type(tokenizer).__name__ + json.dumps(sorted(map(str, tokenizer.all_special_tokens)))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
 
 def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_key, batch_size, forward, src, dec,
@@ -492,7 +507,7 @@ def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_
     model_fp = model_fingerprint(model)
     data_fp = data.fingerprint
     store.write_records(data)
-    options = _options_key(pooling, meta["include_special"], meta["max_length"], meta["dtype"])
+    options = _options_key(tokenizer, meta["include_special"], meta["max_length"], meta["dtype"])
     keys = {p.name: StoreKey(model_fp, p.name, pooling, data_fp, options) for p in points}
     todo = [p for p in points if not store.has(keys[p.name])]
     if not todo:
@@ -505,35 +520,35 @@ def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_
         "model_class": type(model).__name__, "weights_hash": model_fp,
         "tokenizer": getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
         "tokenizer_class": type(tokenizer).__name__, "vocab_size": len(tokenizer),
+        "tokenizer_hash": tokenizer_fingerprint(tokenizer),
         "dataset": data.name, "dataset_fingerprint": data_fp, "dataset_meta": _jsonable(dict(data.meta)),
         "libraries": library_versions(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **{k: v for k, v in meta.items() if k != "points"}, **(provenance or {}),
     }
-    writers = {}
-    ptrs = {}
-    for p in todo:
-        enc = _side_of(p, src, dec, src_is_decoder)
-        extras = None
-        if pooling == "tokens":
-            ptr = _row_ptr(enc)
-            ptrs[p.name] = ptr
-            ids = np.concatenate([enc.ids[i][enc.keep[i]] for i in range(len(enc.ids))]).astype(np.int64)
-            extras = {"token_ids": ids, "row_ptr": ptr}
-            rows = int(ptr[-1])
-            row_chunks = [(int(ptr[lo]), int(ptr[hi])) for lo, hi in chunks]
-        else:
-            rows, row_chunks = len(data), chunks
-        writers[p.name] = store.writer(keys[p.name], n_rows=rows, dim=dims[p.name], chunks=row_chunks,
-                                       extras=extras, info={**info, "point": p.name, "alias": p.alias})
-    pending = {name: set(w.pending) for name, w in writers.items()}
-    todo_chunks = sorted(set().union(*pending.values()))
-    total = sum(chunks[c][1] - chunks[c][0] for c in todo_chunks)
-    if len(todo_chunks) < len(chunks):
-        log.info("resuming: %d of %d chunk(s) already committed", len(chunks) - len(todo_chunks), len(chunks))
-    ctx, advance = _progress(progress, total)
+    ptrs: dict[str, np.ndarray] = {}
     with contextlib.ExitStack() as stack:
-        for w in writers.values():
-            stack.enter_context(w)
+        writers = {}
+        for p in todo:
+            enc = _side_of(p, src, dec, src_is_decoder)
+            extras = None
+            if pooling == "tokens":
+                ptr = _row_ptr(enc)
+                ptrs[p.name] = ptr
+                ids = np.concatenate([enc.ids[i][enc.keep[i]] for i in range(len(enc.ids))]).astype(np.int64)
+                extras = {"token_ids": ids, "row_ptr": ptr}
+                rows = int(ptr[-1])
+                row_chunks = [(int(ptr[lo]), int(ptr[hi])) for lo, hi in chunks]
+            else:
+                rows, row_chunks = len(data), chunks
+            writers[p.name] = stack.enter_context(store.writer(
+                keys[p.name], n_rows=rows, dim=dims[p.name], chunks=row_chunks, extras=extras,
+                info={**info, "point": p.name, "alias": p.alias}))
+        pending = {name: set(w.pending) for name, w in writers.items()}
+        todo_chunks = sorted(set().union(*pending.values()))
+        total = sum(chunks[c][1] - chunks[c][0] for c in todo_chunks)
+        if len(todo_chunks) < len(chunks):
+            log.info("resuming: %d of %d chunk(s) already committed", len(chunks) - len(todo_chunks), len(chunks))
+        ctx, advance = _progress(progress, total)
         stack.enter_context(ctx)
         for c in todo_chunks:
             lo, hi = chunks[c]

@@ -172,17 +172,23 @@ def store_ls(path: Path = typer.Argument(..., help="Activation store folder.")) 
 
 
 @store_app.command("verify")
-def store_verify(path: Path = typer.Argument(..., help="Activation store folder.")) -> None:
-    """Check every shard's size and checksum; exit 1 when something is wrong."""
+def store_verify(
+    path: Path = typer.Argument(..., help="Activation store folder."),
+    repair: bool = typer.Option(False, "--repair", help="Drop damaged shards so the next capture rebuilds them."),
+) -> None:
+    """Check every shard's size and checksum; exit 1 when something is wrong (and not repaired)."""
     from xlprobe.store import ActivationStore
 
     try:
-        problems = ActivationStore.open(path, create=False).verify()
+        problems = ActivationStore.open(path, create=False).verify(repair=repair)
     except XlprobeError as err:
         _fail(err)
     if problems:
         for p in problems:
-            err_console.print(f"[red]✗[/] {p}")
+            err_console.print(f"[red]✗[/] {escape(p)}")
+        if repair:
+            console.print("damaged shards removed: re-run the capture command to rebuild them")
+            return
         raise typer.Exit(1)
     console.print("[green]all shards verified[/]")
 

@@ -36,15 +36,31 @@ def corpus_sample(n_per_lang: int = 200, translations: tuple[str, ...] = ("k", "
 
 
 def _unigram(vocab_size: int, extra_specials: list[str]) -> Any:
-    """A Unigram tokenizer (Metaspace) trained on the corpus sample."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A deterministic Unigram tokenizer (Metaspace) over the corpus sample.
 
-    tok = Tokenizer(models.Unigram())
+    The pieces are counted here (every character, then the most frequent ``▁word`` pieces, ties broken
+    alphabetically) instead of by the tokenizers trainer, whose result changes from run to run.
+    """
+    import math
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    texts = corpus_sample()
+    words = Counter("\u2581" + w for t in texts for w in t.split())
+    chars = Counter(c for t in texts for c in t.replace(" ", "\u2581"))
+    pieces: dict[str, float] = {}
+    total = sum(words.values()) + sum(chars.values())
+    for c, k in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0])):
+        pieces[c] = math.log(k / total) - 10.0  # characters are the fallback, never preferred
+    room = vocab_size - len(_SPECIALS) - len(extra_specials) - len(pieces)
+    for w, k in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))[:max(room, 0)]:
+        pieces[w] = math.log(k / total)
+    vocab = [(t, 0.0) for t in _SPECIALS + extra_specials] + list(pieces.items())
+    tok = Tokenizer(models.Unigram(vocab, unk_id=_SPECIALS.index("<unk>"), byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=_SPECIALS + extra_specials,
-                                      unk_token="<unk>")
-    tok.train_from_iterator(corpus_sample(), trainer)
+    tok.add_special_tokens(_SPECIALS + extra_specials)
     return tok
 
 

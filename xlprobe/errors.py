@@ -1,8 +1,6 @@
 """Errors raised by xlprobe: each says what is wrong and, in ``hint``, how to fix it."""
 from __future__ import annotations
 
-from sklearn.exceptions import NotFittedError
-
 __all__ = [
     "XlprobeError",
     "ConfigError",
@@ -74,5 +72,13 @@ class NumericalError(XlprobeError, FloatingPointError):
     """Activations that overflowed to inf / NaN (typically in float16)."""
 
 
-class ProbeNotFittedError(XlprobeError, NotFittedError):
-    """A probe used before ``fit``."""
+def __getattr__(name: str) -> type:
+    """Build ``ProbeNotFittedError`` on first use, so importing xlprobe does not import scikit-learn."""
+    if name == "ProbeNotFittedError":
+        from sklearn.exceptions import NotFittedError
+
+        cls = type("ProbeNotFittedError", (XlprobeError, NotFittedError),
+                   {"__doc__": "A probe used before ``fit`` (a scikit-learn NotFittedError).", "__module__": __name__})
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

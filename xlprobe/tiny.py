@@ -21,7 +21,7 @@ FAMILY_NAMES = ("mbart", "bart", "marian", "m2m100", "nllb", "t5", "mt5", "bert"
 
 _SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 _MARIAN_TARGETS = [">>fra<<", ">>deu<<", ">>spa<<"]
-_SIZE = dict(d=32, layers=2, heads=2, ffn=64, positions=128)
+_SIZE = dict(d=32, layers=2, heads=2, ffn=64, positions=512)
 
 
 def corpus_sample(n_per_lang: int = 200, translations: tuple[str, ...] = ("k", "l", "e", "v")) -> list[str]:
@@ -75,7 +75,7 @@ def _generic(tok: Any, template: str, **specials: str) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
 
 
-def build_tokenizer(family: str, vocab_size: int = 400) -> Any:
+def build_tokenizer(family: str, vocab_size: int = 1000) -> Any:
     """A small tokenizer with the family's conventions (language codes where the family has them)."""
     if family == "mbart":
         from transformers import MBart50TokenizerFast

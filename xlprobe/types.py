@@ -90,6 +90,35 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.records)
 
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Sequence[str],
+        langs: str | Sequence[str] = "und",
+        *,
+        labels: Mapping[str, Sequence[Any]] | None = None,
+        groups: Sequence[str | None] | None = None,
+        name: str = "texts",
+    ) -> "Dataset":
+        """Build a dataset from parallel lists, refusing lists of different lengths."""
+        from xlprobe.errors import DataError
+
+        if isinstance(texts, str):
+            raise DataError("texts must be a sequence of strings, got a single string", hint="wrap it in a list")
+        n = len(texts)
+        lang_list = [langs] * n if isinstance(langs, str) else list(langs)
+        columns: dict[str, Sequence[Any]] = {"langs": lang_list, **{f"labels[{k!r}]": v for k, v in (labels or {}).items()}}
+        if groups is not None:
+            columns["groups"] = list(groups)
+        for what, values in columns.items():
+            if len(values) != n:
+                raise DataError(f"{n} texts but {len(values)} {what}",
+                                hint=f"give one value of {what} per text, in the same order")
+        return cls(name, tuple(
+            Record(str(i), t, lang_list[i], None if groups is None else groups[i],
+                   {k: str(v[i]) for k, v in (labels or {}).items()})
+            for i, t in enumerate(texts)))
+
     def __iter__(self) -> Iterator[Record]:
         return iter(self.records)
 

@@ -93,7 +93,7 @@ class Capture(contextlib.AbstractContextManager):
             self._emit(point, output_tensor(out))
         return hook
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         try:
             for p in self.points:
                 module = self.model.get_submodule(p.module)

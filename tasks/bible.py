@@ -14,10 +14,9 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from xlprobe.errors import DataError
 from xlprobe.tasks.books import BOOKS, books_in_testament, parse_books
 from xlprobe.tasks.sampling import check_limit, stratified_sample
-
-from xlprobe.errors import DataError
 from xlprobe.types import Dataset, Record
 
 __all__ = [

@@ -5,11 +5,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from xlprobe.errors import DataError
 from xlprobe.tasks.bible import LANGUAGES, TRANSLATIONS, default_translation, verse_counts
 from xlprobe.tasks.hub import HUB_SOURCES
 from xlprobe.tasks.spec import SCHEMES
-
-from xlprobe.errors import DataError
 
 __all__ = ["CATALOGUE_COLUMNS", "LICENCE_MEANING", "catalogue"]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlprobe.errors import DataError
 from xlprobe.tasks.hub_rows import (
     align_parallel,
     flores_records,
@@ -21,8 +22,6 @@ from xlprobe.tasks.hub_rows import (
     xnli_records,
 )
 from xlprobe.tasks.sampling import check_limit, sample_indices
-
-from xlprobe.errors import DataError
 from xlprobe.types import Dataset, Record
 
 __all__ = [

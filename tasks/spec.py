@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from xlprobe.errors import DataError
 from xlprobe.tasks.bible import load_bible
 from xlprobe.tasks.hub import load_flores, load_pawsx, load_tatoeba, load_xnli
 from xlprobe.tasks.tabular import FORMATS, load_csv, load_jsonl, load_tsv
-
-from xlprobe.errors import DataError
 from xlprobe.types import Dataset
 
 __all__ = ["SCHEMES", "Scheme", "load_data", "parse_spec"]

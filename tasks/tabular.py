@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlprobe.tasks.sampling import check_limit, sample_indices
-
 from xlprobe.errors import DataError
+from xlprobe.tasks.sampling import check_limit, sample_indices
 from xlprobe.types import Dataset, Record
 
 __all__ = ["FORMATS", "ColumnMap", "load_csv", "load_jsonl", "load_table", "load_tsv"]

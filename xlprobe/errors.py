@@ -13,7 +13,7 @@ __all__ = [
     "StoreCorruptError",
     "StoreMismatchError",
     "NumericalError",
-    "ProbeNotFittedError",
+    "ProbeNotFittedError",  # noqa: F822 (built on first use by __getattr__)
 ]
 
 

@@ -59,7 +59,7 @@ class Record:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Record":
+    def from_dict(cls, d: Mapping[str, Any]) -> Record:
         """Inverse of :meth:`to_dict`."""
         return cls(
             id=str(d["id"]),
@@ -99,7 +99,7 @@ class Dataset:
         labels: Mapping[str, Sequence[Any]] | None = None,
         groups: Sequence[str | None] | None = None,
         name: str = "texts",
-    ) -> "Dataset":
+    ) -> Dataset:
         """Build a dataset from parallel lists, refusing lists of different lengths."""
         from xlprobe.errors import DataError
 
@@ -157,7 +157,7 @@ class Dataset:
                 )
         return out
 
-    def subset(self, indices: Sequence[int], name: str | None = None) -> "Dataset":
+    def subset(self, indices: Sequence[int], name: str | None = None) -> Dataset:
         """A new dataset of the records at ``indices``, meta kept."""
         return Dataset(name or self.name, tuple(self.records[i] for i in indices), dict(self.meta))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from xlprobe.errors import ConfigError
 from xlprobe.hooks.capture import Capture
 from xlprobe.hooks.extract import extract
 from xlprobe.hooks.points import resolve_points
@@ -29,7 +30,7 @@ def test_hooks_removed_after_exception(tiny_model):
 def test_hooks_removed_when_the_forward_itself_fails(tiny_model):
     model, _ = tiny_model("gpt2")
     before = _hook_count(model)
-    with pytest.raises(Exception):
+    with pytest.raises(IndexError):
         with Capture(model, resolve_points(model, "decoder.*")):
             model(input_ids=torch.tensor([[10_000]]))  # out of vocabulary
     assert _hook_count(model) == before
@@ -40,7 +41,7 @@ def test_extract_leaves_no_hook_behind(tiny_model, texts):
     model(**tok(texts[:1], return_tensors="pt"), decoder_input_ids=torch.tensor([[2]]), output_hidden_states=True)
     before = _hook_count(model)  # transformers installs hooks of its own on first output_hidden_states use
     extract(model, tok, texts, "all", tgt_texts=texts)
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError):
         extract(model, tok, texts, "all", batch_size=0)
     assert _hook_count(model) == before
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from xlprobe.tasks import load_bible
 
+from xlprobe.tasks import load_bible
 from xlprobe.types import Dataset
 
 # Ruth (85 verses), John (879) and Jude (25): two testaments, three genres, 989 verse keys.

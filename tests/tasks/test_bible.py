@@ -5,6 +5,8 @@ import logging
 from collections import Counter
 
 import pytest
+
+from xlprobe.errors import DataError
 from xlprobe.tasks import (
     DROP_REASONS,
     default_translation,
@@ -13,8 +15,6 @@ from xlprobe.tasks import (
     read_verses,
     select_translations,
 )
-
-from xlprobe.errors import DataError
 from xlprobe.types import Dataset
 
 SLICE_BOOKS = "Ruth,John,Jude"  # as in conftest.py

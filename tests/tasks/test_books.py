@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from xlprobe.tasks import BOOKS, GENRES, book_number, books_in_testament, parse_books
 
 from xlprobe.errors import DataError
+from xlprobe.tasks import BOOKS, GENRES, book_number, books_in_testament, parse_books
 
 
 def test_table_has_66_books_with_fixed_genres() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from xlprobe.tasks import SCHEMES, load_data, parse_spec
 
 from xlprobe.errors import DataError
+from xlprobe.tasks import SCHEMES, load_data, parse_spec
 
 
 def test_parse_spec() -> None:

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from xlprobe.errors import DataError
 from xlprobe.tasks import (
     align_parallel,
     flores_records,
@@ -17,8 +19,6 @@ from xlprobe.tasks import (
     tatoeba_records,
     xnli_records,
 )
-
-from xlprobe.errors import DataError
 
 FLORES_EN = [{"id": 1, "text": "The cat sat.", "topic": "animals", "domain": "wikinews"},
              {"id": 2, "text": "  ", "topic": "misc", "domain": "wikivoyage"},

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from xlprobe.tasks import group_ids, group_kfold, group_train_test_split
 
 from xlprobe.errors import DataError
+from xlprobe.tasks import group_ids, group_kfold, group_train_test_split
 from xlprobe.types import Dataset, Record
 
 

@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-from xlprobe.tasks import load_csv, load_jsonl, load_table, load_tsv
 
 from xlprobe.errors import DataError
+from xlprobe.tasks import load_csv, load_jsonl, load_table, load_tsv
 
 
 def _write(path: Path, text: str) -> Path:

@@ -236,16 +236,16 @@ class _Sink:
 
     def __call__(self, point: CapturePoint, states: torch.Tensor) -> None:
         side = self.src if point.side == "encoder" or self.src_for_decoder else self.dec
-        if not torch.isfinite(states[side.keep]).all():
+        if self.pooling == "tokens":
+            vals = states[side.keep].float()
+            ids = side.ids[side.keep].cpu().numpy()
+        else:
+            vals, ids = pool(states, side.keep, self.pooling, side.tag), None
+        if not torch.isfinite(vals).all():  # checked on what is kept: one [b, d] pass, not [b, t, d]
             raise NumericalError(
                 f"non-finite activations (inf / NaN) at {point.name} in dtype {self.dtype}, batch of records "
                 f"{self.batch[:8].tolist()}...", hint="capture in dtype='float32' (float16 overflows first)")
-        if self.pooling == "tokens":
-            vals = states[side.keep].float().cpu().numpy()
-            self.out[point.name] = (vals, side.ids[side.keep].cpu().numpy())
-        else:
-            pooled = pool(states, side.keep, self.pooling, side.tag)
-            self.out[point.name] = (pooled.cpu().numpy(), None)
+        self.out[point.name] = (vals.cpu().numpy(), ids)
 
 
 # ------------------------------------------------------------------------------------------- main

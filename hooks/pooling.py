@@ -36,8 +36,9 @@ def pool(states: torch.Tensor, mask: torch.Tensor, method: str, tag_index: torch
     rows = torch.arange(states.shape[0], device=states.device)
     x = states.float()
     if method == "mean":
-        m = mask.unsqueeze(-1).to(x.dtype)
-        return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+        m = mask.to(x.dtype)
+        total = torch.bmm(m.unsqueeze(1), x).squeeze(1)  # [b, d] without a [b, t, d] temporary
+        return total / m.sum(dim=1, keepdim=True).clamp_min(1.0)
     if method == "max":
         return x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
     if method == "first":

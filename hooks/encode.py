@@ -111,7 +111,7 @@ def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: 
         for code, idx in groups.items():
             if code is not None:
                 tokenizer.src_lang = code
-            elif family.lang_style == "src_lang" and use_langs is False and saved is not None:
+            elif family.lang_style == "src_lang" and not use_langs and saved is not None:
                 log.warning("no source language given: every text is encoded with the tokenizer's src_lang %r",
                             saved)
             g_ids, g_special, g_trunc = _tokenize(tokenizer, [texts[i] for i in idx], max_length, target=False)

@@ -324,10 +324,9 @@ def extract(
 
     t0 = time.perf_counter()
     src_is_decoder = not family.is_encoder_decoder and family.encoder_layers is None
-    use_langs = isinstance(texts, Dataset) or src_lang is not None or (
-        bool(texts) and isinstance(next(iter(texts)), Record))
+    use_langs = family.lang_style == "src_lang" and any(r.lang != "und" for r in data)
     src = encode_source(tokenizer, family, data, max_length=max_length, include_special=include_special,
-                        use_langs=use_langs and family.lang_style == "src_lang")
+                        use_langs=use_langs)
     dec = None
     if family.is_encoder_decoder and any(p.side == "decoder" for p in points):
         start = _decoder_start(model)
@@ -338,12 +337,10 @@ def extract(
         enc = sides[p.side]
         if pooling == "tag":
             check_tag_available(enc, tokenizer, family, p.side)
-        elif pooling != "tokens" or not include_special:
-            empty = np.flatnonzero(enc.kept == 0)
-            if empty.size and pooling != "tokens":
-                raise DataError(f"{empty.size} text(s) have no token left to pool on the {p.side} side "
-                                f"(positions {empty[:10].tolist()})",
-                                hint="they tokenize to special tokens only; drop them or pass include_special=True")
+        elif pooling != "tokens" and (empty := np.flatnonzero(enc.kept == 0)).size:
+            raise DataError(f"{empty.size} text(s) have no token left to pool on the {p.side} side "
+                            f"(positions {empty[:10].tolist()})",
+                            hint="they tokenize to special tokens only; drop them or pass include_special=True")
     truncated = src.truncated + (dec.truncated if dec is not None else 0)
     if truncated:
         log.warning("%d of %d texts were longer than max_length=%d tokens and were truncated",

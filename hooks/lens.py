@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xlprobe.errors import CapturePointError, ConfigError, DataError, ModelFamilyError, XlprobeError
+from xlprobe.errors import CapturePointError, ConfigError, DataError, ModelFamilyError
 from xlprobe.hooks.encode import Encoded, check_tag_available, encode_decoder, encode_source
 from xlprobe.hooks.extract import (  # the same input checks, padding and decoder start as extract
     MAX_BATCH_SIZE,
@@ -249,8 +249,6 @@ def boot_bridge(model: nn.Module, tokenizer: Any, *, device: str | torch.device 
     with _boot_source(model, tokenizer) as (name, tok):
         try:
             bridge = bridge_cls.boot_transformers(name, hf_model=twin, tokenizer=tok, device=str(dev))
-        except XlprobeError:
-            raise
         except Exception as e:  # the Bridge fails in many ways (ValueError, AttributeError, KeyError...)
             mt = getattr(getattr(model, "config", None), "model_type", None)
             detail = " ".join(f"{type(e).__name__}: {e}".split())
@@ -297,7 +295,7 @@ def _encode(tok: Any, family: Family, data: Dataset, targets: Sequence[_Target],
             ) -> tuple[Encoded, Encoded | None]:
     """Encode the source (and the teacher-forced decoder when a target reads it), as extract does."""
     src = encode_source(tok, family, data, max_length=max_length, include_special=include_special,
-                        use_langs=use_langs and family.lang_style == "src_lang")
+                        use_langs=use_langs)
     dec = None
     if family.is_encoder_decoder and any(t.side == "decoder" for t in targets):
         dec = encode_decoder(tok, family, data, max_length=max_length, include_special=include_special,
@@ -489,8 +487,7 @@ class LensCapture:
         bridge = self.boot()
         t0 = time.perf_counter()
         start = _decoder_start(model) if family.is_encoder_decoder else None
-        use_langs = isinstance(texts, Dataset) or src_lang is not None or (
-            bool(texts) and isinstance(next(iter(texts)), Record))
+        use_langs = family.lang_style == "src_lang" and any(r.lang != "und" for r in data)  # as extract
         src, dec = _encode(self.tokenizer, family, data, targets, max_length=max_length, pooling=pooling,
                            include_special=include_special, use_langs=use_langs, decoder_start=start)
         truncated = src.truncated + (dec.truncated if dec is not None else 0)

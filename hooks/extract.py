@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from xlprobe.errors import ConfigError, DataError, NumericalError
+from xlprobe.hooks.batching import SideBatch, as_dataset, decoder_start, pad_id, position_limit, side_batch
 from xlprobe.hooks.capture import Capture
 from xlprobe.hooks.encode import Encoded, check_tag_available, encode_decoder, encode_source
 from xlprobe.hooks.families import Family
@@ -69,54 +70,6 @@ class Activations(dict):
         return super().__contains__(self._alias.get(key, key) if isinstance(key, str) else key)
 
 
-# ----------------------------------------------------------------------------------------------- inputs
-
-
-def _as_dataset(texts: Any, src_lang: str | None, tgt_texts: Sequence[str] | None,
-                tgt_lang: str | None) -> Dataset:
-    """Normalise strings, records or a Dataset into a Dataset, validating what a user can get wrong."""
-    if isinstance(texts, Dataset):
-        data = texts
-    elif isinstance(texts, str):
-        raise DataError("texts must be a sequence of strings, got a single string",
-                        hint="wrap it in a list: extract(model, tok, [text], ...)")
-    else:
-        items = list(texts)
-        if items and all(isinstance(t, Record) for t in items):
-            data = Dataset("records", tuple(items))
-        elif all(isinstance(t, str) for t in items):
-            if tgt_texts is not None and len(tgt_texts) != len(items):
-                raise DataError(f"{len(items)} texts but {len(tgt_texts)} tgt_texts",
-                                hint="give one target per source text, in the same order")
-            data = Dataset("texts", tuple(
-                Record(str(i), t, src_lang or "und", None, {},
-                       None if tgt_texts is None else tgt_texts[i], tgt_lang)
-                for i, t in enumerate(items)))
-        else:
-            bad = next(i for i, t in enumerate(items) if not isinstance(t, (str, Record)))
-            raise DataError(f"texts[{bad}] is a {type(items[bad]).__name__}, not a str or Record",
-                            hint="pass a list of strings, a list of xlprobe.Record, or an xlprobe Dataset")
-    if len(data) == 0:
-        raise DataError("no texts to encode (empty list)", hint="check the data selection (languages, books, --limit)")
-    empty = [i for i, r in enumerate(data) if not isinstance(r.text, str) or not r.text.strip()]
-    if empty:
-        raise DataError(f"{len(empty)} empty or whitespace-only text(s) at positions {empty[:10]}",
-                        hint="drop them before extracting (the Bible loader filters and counts them)")
-    empty_t = [i for i, r in enumerate(data) if r.target_text is not None and not r.target_text.strip()]
-    if empty_t:
-        raise DataError(f"{len(empty_t)} empty target text(s) at positions {empty_t[:10]}",
-                        hint="drop those pairs or give no targets at all")
-    return data
-
-
-def _position_limit(model: nn.Module) -> int | None:
-    """How many positions the model can embed (None when unbounded, e.g. relative positions)."""
-    cfg = getattr(model, "config", None)
-    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-    if limit and getattr(cfg, "model_type", "") in ("xlm-roberta", "roberta"):
-        limit -= (getattr(cfg, "pad_token_id", 1) or 1) + 1  # positions start after the padding index
-    return int(limit) if limit else None
-
 
 def _validate(batch_size: int, max_length: int, pooling: str, dtype: str, padding_side: str,
               chunk_size: int, model: nn.Module) -> None:
@@ -125,7 +78,7 @@ def _validate(batch_size: int, max_length: int, pooling: str, dtype: str, paddin
         raise ConfigError(f"batch_size must be an int in [1, {MAX_BATCH_SIZE}], got {batch_size!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    limit = _position_limit(model)
+    limit = position_limit(model)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise ConfigError(f"max_length must be an int >= 2, got {max_length!r}")
     if limit and max_length > limit:
@@ -142,44 +95,6 @@ def _validate(batch_size: int, max_length: int, pooling: str, dtype: str, paddin
 # ------------------------------------------------------------------------------------------- batching
 
 
-def _pad(seqs: list[np.ndarray], fill: int | bool, side: str, dtype: Any) -> np.ndarray:
-    """Stack ragged 1-D arrays into [b, t], padding on ``side``."""
-    t = max(len(s) for s in seqs)
-    out = np.full((len(seqs), t), fill, dtype=dtype)
-    for i, s in enumerate(seqs):
-        if side == "right":
-            out[i, :len(s)] = s
-        else:
-            out[i, t - len(s):] = s
-    return out
-
-
-@dataclass
-class _Side:
-    """One padded side of a batch, as torch tensors on the model's device."""
-
-    ids: torch.Tensor
-    attn: torch.Tensor
-    keep: torch.Tensor
-    tag: torch.Tensor
-    positions: torch.Tensor | None
-
-
-def _side_batch(enc: Encoded, idx: np.ndarray, pad_id: int, side: str, device: torch.device) -> _Side:
-    """Pad one side of the batch ``idx`` and move it to ``device``."""
-    seqs = [enc.ids[i] for i in idx]
-    ids = _pad(seqs, pad_id, side, np.int64)
-    attn = _pad([np.ones(len(s), np.int64) for s in seqs], 0, side, np.int64)
-    keep = _pad([enc.keep[i] for i in idx], False, side, bool)
-    offset = (ids.shape[1] - np.array([len(s) for s in seqs])) if side == "left" else np.zeros(len(seqs), np.int64)
-    tag = np.where(enc.tag[idx] >= 0, enc.tag[idx] + offset, 0)
-    positions = None
-    if side == "left":
-        positions = torch.from_numpy(np.clip(attn.cumsum(axis=1) - 1, 0, None)).to(device)
-    t = torch.from_numpy
-    return _Side(t(ids).to(device), t(attn).to(device), t(keep).to(device), t(tag).to(device), positions)
-
-
 def _accepts(fn: Callable, name: str) -> bool:
     """True when ``fn`` takes a keyword ``name``."""
     try:
@@ -189,7 +104,7 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 
 def _forward_fn(model: nn.Module, family: Family, points: Sequence[CapturePoint], padding_side: str
-                ) -> Callable[[_Side, _Side | None], None]:
+                ) -> Callable[[SideBatch, SideBatch | None], None]:
     """The cheapest call that reaches every requested point (no decoder / LM head unless needed)."""
     base = getattr(model, "base_model", model)
     need_dec = any(p.side == "decoder" for p in points)
@@ -197,19 +112,19 @@ def _forward_fn(model: nn.Module, family: Family, points: Sequence[CapturePoint]
         encoder = model.get_encoder()
         fn = encoder.forward
 
-        def run(src: _Side, dec: _Side | None) -> None:
+        def run(src: SideBatch, dec: SideBatch | None) -> None:
             kw = {"position_ids": src.positions} if src.positions is not None else {}
             encoder(input_ids=src.ids, attention_mask=src.attn, **kw)
     elif family.is_encoder_decoder:
         fn = base.forward
 
-        def run(src: _Side, dec: _Side | None) -> None:
+        def run(src: SideBatch, dec: SideBatch | None) -> None:
             base(input_ids=src.ids, attention_mask=src.attn, decoder_input_ids=dec.ids,
                  decoder_attention_mask=dec.attn)
     else:
         fn = base.forward
 
-        def run(src: _Side, dec: _Side | None) -> None:
+        def run(src: SideBatch, dec: SideBatch | None) -> None:
             kw = {"position_ids": src.positions} if src.positions is not None else {}
             base(input_ids=src.ids, attention_mask=src.attn, **kw)
     if padding_side == "left" and (family.is_encoder_decoder or not _accepts(fn, "position_ids")):
@@ -229,8 +144,8 @@ class _Sink:
         self.pooling = pooling
         self.dtype = dtype
         self.src_for_decoder = decoder_side_is_source
-        self.src: _Side | None = None
-        self.dec: _Side | None = None
+        self.src: SideBatch | None = None
+        self.dec: SideBatch | None = None
         self.batch: np.ndarray | None = None
         self.out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
 
@@ -309,9 +224,9 @@ def extract(
         ``{point name: float32 [n, d]}`` (also indexable by alias) in the input order, or the keys of
         the shards written to ``store``.
     """
-    data = _as_dataset(texts, src_lang, tgt_texts, tgt_lang)
+    data = as_dataset(texts, src_lang, tgt_texts, tgt_lang)
     if max_length is None:
-        max_length = min(256, _position_limit(model) or 256)
+        max_length = min(256, position_limit(model) or 256)
     _validate(batch_size, max_length, pooling, dtype, padding_side, chunk_size, model)
     points = resolve_points(model, layers)
     family = model_family(model)
@@ -329,9 +244,8 @@ def extract(
                         use_langs=use_langs)
     dec = None
     if family.is_encoder_decoder and any(p.side == "decoder" for p in points):
-        start = _decoder_start(model)
         dec = encode_decoder(tokenizer, family, data, max_length=max_length, include_special=include_special,
-                             decoder_start=start)
+                             decoder_start=decoder_start(model))
     sides = {"encoder": src if not src_is_decoder else None, "decoder": src if src_is_decoder else dec}
     for p in points:
         enc = sides[p.side]
@@ -346,7 +260,7 @@ def extract(
         log.warning("%d of %d texts were longer than max_length=%d tokens and were truncated",
                     truncated, len(data), max_length)
 
-    pad_id = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     run = _forward_fn(model, family, points, padding_side)
     sink = _Sink(pooling, dtype, src_is_decoder)
     n = len(data)
@@ -356,8 +270,8 @@ def extract(
     def forward(idx: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         """Run one batch of record indices and return each point's pooled output."""
         sink.batch = idx
-        sink.src = _side_batch(src, idx, pad_id, padding_side, dev)
-        sink.dec = _side_batch(dec, idx, pad_id, "right", dev) if dec is not None else None
+        sink.src = side_batch(src, idx, pad, padding_side, dev)
+        sink.dec = side_batch(dec, idx, pad, "right", dev) if dec is not None else None
         sink.out = {}
         with _precision(dtype, model, dev), torch.inference_mode(), \
                 Capture(model, points, sink, stop_after=points[-1]):
@@ -383,25 +297,6 @@ def extract(
         model.train(was_training)
     meta["seconds"] = time.perf_counter() - t0
     return Activations(points, arrays, meta)
-
-
-def _decoder_start(model: nn.Module) -> int:
-    """The decoder start token id from the model's config or generation config."""
-    for cfg in (getattr(model, "generation_config", None), getattr(model, "config", None)):
-        v = getattr(cfg, "decoder_start_token_id", None) if cfg is not None else None
-        if v is not None:
-            return int(v)
-    raise ConfigError(f"{type(model).__name__} has no decoder_start_token_id in its config",
-                      hint="set model.config.decoder_start_token_id (mBART-50: the </s> id, 2)")
-
-
-def _pad_id(tokenizer: Any) -> int:
-    """A token id to pad with (masked out, so any valid id works)."""
-    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
-        v = getattr(tokenizer, attr, None)
-        if v is not None:
-            return int(v)
-    return 0
 
 
 @contextlib.contextmanager

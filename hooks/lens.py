@@ -49,17 +49,9 @@ import torch
 from torch import nn
 
 from xlprobe.errors import CapturePointError, ConfigError, DataError, ModelFamilyError
+from xlprobe.hooks.batching import SideBatch, as_dataset, decoder_start, pad_id, position_limit, side_batch
 from xlprobe.hooks.encode import Encoded, check_tag_available, encode_decoder, encode_source
-from xlprobe.hooks.extract import (  # the same input checks, padding and decoder start as extract
-    MAX_BATCH_SIZE,
-    Activations,
-    _as_dataset,
-    _decoder_start,
-    _pad_id,
-    _position_limit,
-    _Side,
-    _side_batch,
-)
+from xlprobe.hooks.extract import MAX_BATCH_SIZE, Activations
 from xlprobe.hooks.families import Family
 from xlprobe.hooks.points import capture_points, model_family, resolve_points
 from xlprobe.hooks.pooling import POOLED, pool
@@ -285,7 +277,7 @@ def _validate(pooling: str, batch_size: int, max_length: int, model: nn.Module) 
                           hint=f"valid: {', '.join(POOLED)} (per-token states: xlprobe.hooks.extract)")
     if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ConfigError(f"batch_size must be an int in [1, {MAX_BATCH_SIZE}], got {batch_size!r}")
-    limit = _position_limit(model)
+    limit = position_limit(model)
     if type(max_length) is not int or not 2 <= max_length <= (limit or max_length):
         raise ConfigError(f"max_length must be an int in [2, {limit or 'inf'}], got {max_length!r}")
 
@@ -313,7 +305,7 @@ def _encode(tok: Any, family: Family, data: Dataset, targets: Sequence[_Target],
     return src, dec
 
 
-def _run_batch(bridge: Any, targets: Sequence[_Target], src: _Side, dec: _Side | None,
+def _run_batch(bridge: Any, targets: Sequence[_Target], src: SideBatch, dec: SideBatch | None,
                decoder_start: int | None, pooling: str) -> dict[str, np.ndarray]:
     """One ``run_with_cache`` call; each target's states pooled over its side's kept positions."""
     kw: dict[str, Any] = {"attention_mask": src.attn}
@@ -476,8 +468,8 @@ class LensCapture:
             each key to the Bridge hook it was read from.
         """
         model = self.model
-        data = _as_dataset(texts, src_lang, tgt_texts, tgt_lang)
-        max_length = min(256, _position_limit(model) or 256) if max_length is None else max_length
+        data = as_dataset(texts, src_lang, tgt_texts, tgt_lang)
+        max_length = min(256, position_limit(model) or 256) if max_length is None else max_length
         _validate(pooling, batch_size, max_length, model)
         family = model_family(model)
         if tgt_texts is not None and not family.is_encoder_decoder:
@@ -486,7 +478,7 @@ class LensCapture:
         targets = self._targets(layers)
         bridge = self.boot()
         t0 = time.perf_counter()
-        start = _decoder_start(model) if family.is_encoder_decoder else None
+        start = decoder_start(model) if family.is_encoder_decoder else None
         use_langs = family.lang_style == "src_lang" and any(r.lang != "und" for r in data)  # as extract
         src, dec = _encode(self.tokenizer, family, data, targets, max_length=max_length, pooling=pooling,
                            include_special=include_special, use_langs=use_langs, decoder_start=start)
@@ -494,13 +486,13 @@ class LensCapture:
         if truncated:
             log.warning("%d of %d texts were longer than max_length=%d tokens and were truncated",
                         truncated, len(data), max_length)
-        dev, pad_id, n = torch.device(str(bridge.cfg.device)), _pad_id(self.tokenizer), len(data)
+        dev, pad, n = torch.device(str(bridge.cfg.device)), pad_id(self.tokenizer), len(data)
         order = np.argsort(-(src.lengths + (dec.lengths if dec is not None else 0)), kind="stable")
         arrays: dict[str, np.ndarray] = {}
         for lo in range(0, n, batch_size):
             idx = order[lo:lo + batch_size]
-            d = _side_batch(dec, idx, pad_id, "right", dev) if dec is not None else None
-            s = _side_batch(src, idx, pad_id, "right", dev)
+            d = side_batch(dec, idx, pad, "right", dev) if dec is not None else None
+            s = side_batch(src, idx, pad, "right", dev)
             for key, vals in _run_batch(bridge, targets, s, d, start, pooling).items():
                 arrays.setdefault(key, np.empty((n, vals.shape[1]), np.float32))[idx] = vals
         meta = {

@@ -33,6 +33,7 @@ class Encoded:
     tag: np.ndarray  # [n] position of the language code, -1 where there is none
     truncated: int = 0
     langs: dict[str, str] = field(default_factory=dict)  # dataset lang -> model code
+    spans: list[np.ndarray] | None = None  # [len, 2] character (start, end) in the text; None: slow tokenizer
 
     @property
     def lengths(self) -> np.ndarray:
@@ -45,19 +46,29 @@ class Encoded:
         return np.fromiter((int(k.sum()) for k in self.keep), dtype=np.int64, count=len(self.keep))
 
 
-def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, target: bool) -> tuple[list, list, int]:
-    """Token ids and special-token masks; texts past ``max_length`` are re-tokenized truncated."""
+def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, target: bool
+              ) -> tuple[list, list, list | None, int]:
+    """Ids, special-token masks and character spans; texts past ``max_length`` are re-tokenized truncated."""
     key = "text_target" if target else "text"
-    enc = tokenizer(**{key: list(texts)}, add_special_tokens=True, return_special_tokens_mask=True,
-                    truncation=False)
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    opts = dict(add_special_tokens=True, return_special_tokens_mask=True, return_offsets_mapping=fast)
+    enc = tokenizer(**{key: list(texts)}, truncation=False, **opts)
     ids, special = list(enc["input_ids"]), list(enc["special_tokens_mask"])
+    spans = list(enc["offset_mapping"]) if fast else None
     long = [i for i, a in enumerate(ids) if len(a) > max_length]
     if long:
-        enc2 = tokenizer(**{key: [texts[i] for i in long]}, add_special_tokens=True,
-                         return_special_tokens_mask=True, truncation=True, max_length=max_length)
+        enc2 = tokenizer(**{key: [texts[i] for i in long]}, truncation=True, max_length=max_length, **opts)
         for j, i in enumerate(long):
             ids[i], special[i] = enc2["input_ids"][j], enc2["special_tokens_mask"][j]
-    return ids, special, len(long)
+            if spans is not None:
+                spans[i] = enc2["offset_mapping"][j]
+    return ids, special, spans, len(long)
+
+
+def _span_array(spans: Any, shift: int = 0) -> np.ndarray:
+    """Character spans as int64 [len, 2], shifted left by ``shift`` (a prefix added before tokenizing)."""
+    a = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    return np.where(a > 0, np.maximum(a - shift, 0), a)
 
 
 def _tag_positions(ids: list[np.ndarray], tag_ids: set[int]) -> np.ndarray:
@@ -95,6 +106,8 @@ def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: 
     n = len(texts)
     ids: list[np.ndarray] = [np.empty(0, np.int64)] * n
     special: list[np.ndarray] = [np.empty(0, bool)] * n
+    spans: list[np.ndarray] | None = [np.empty((0, 2), np.int64)] * n
+    shift = np.zeros(n, dtype=np.int64)
     truncated = 0
     tag_ids: set[int] = set()
     if family.lang_style == "target_prefix":
@@ -103,6 +116,7 @@ def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: 
             if r.target_lang:
                 tok = marian_target_token(tokenizer, r.target_lang)
                 prefixed[i] = f"{tok} {texts[i]}"
+                shift[i] = len(tok) + 1
                 tag_ids.add(int(tokenizer.convert_tokens_to_ids(tok)))
         texts = prefixed
     groups = _group_by_code(tokenizer, family, langs)
@@ -114,11 +128,16 @@ def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: 
             elif family.lang_style == "src_lang" and not use_langs and saved is not None:
                 log.warning("no source language given: every text is encoded with the tokenizer's src_lang %r",
                             saved)
-            g_ids, g_special, g_trunc = _tokenize(tokenizer, [texts[i] for i in idx], max_length, target=False)
+            g_ids, g_special, g_spans, g_trunc = _tokenize(tokenizer, [texts[i] for i in idx], max_length,
+                                                           target=False)
             truncated += g_trunc
             for j, i in enumerate(idx):
                 ids[i] = np.asarray(g_ids[j], dtype=np.int64)
                 special[i] = np.asarray(g_special[j], dtype=bool)
+                if g_spans is None:
+                    spans = None
+                elif spans is not None:
+                    spans[i] = _span_array(g_spans[j], int(shift[i]))
     finally:
         if saved is not None:
             tokenizer.src_lang = saved
@@ -126,7 +145,7 @@ def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: 
     keep = [np.ones(len(s), bool) if include_special else ~s for s in special]
     langs_map = {lg: code for lg in {r.lang for r in data} if use_langs and family.lang_style == "src_lang"
                  for code in [model_code(tokenizer, family, lg)]}
-    return Encoded(ids, keep, _tag_positions(ids, tag_ids), truncated, langs_map)
+    return Encoded(ids, keep, _tag_positions(ids, tag_ids), truncated, langs_map, spans)
 
 
 def encode_decoder(tokenizer: Any, family: Family, data: Dataset, *, max_length: int, include_special: bool,
@@ -146,6 +165,7 @@ def encode_decoder(tokenizer: Any, family: Family, data: Dataset, *, max_length:
                         hint="give a target for every text, or for none (the decoder then reads its start prompt)")
     ids: list[np.ndarray] = [np.empty(0, np.int64)] * n
     keep: list[np.ndarray] = [np.empty(0, bool)] * n
+    spans: list[np.ndarray] | None = [np.empty((0, 2), np.int64)] * n
     truncated = 0
     saved = getattr(tokenizer, "tgt_lang", None)
     code_ids = code_token_ids(tokenizer)
@@ -158,8 +178,8 @@ def encode_decoder(tokenizer: Any, family: Family, data: Dataset, *, max_length:
             if code is not None:
                 tokenizer.tgt_lang = code
             if all(has_tgt):
-                g_ids, g_special, g_trunc = _tokenize(tokenizer, [data[i].target_text for i in idx], max_length,
-                                                      target=True)
+                g_ids, g_special, g_spans, g_trunc = _tokenize(tokenizer, [data[i].target_text for i in idx],
+                                                               max_length, target=True)
                 truncated += g_trunc
                 for j, i in enumerate(idx):
                     lab = np.asarray(g_ids[j], dtype=np.int64)
@@ -167,6 +187,10 @@ def encode_decoder(tokenizer: Any, family: Family, data: Dataset, *, max_length:
                     ids[i] = np.concatenate([[decoder_start], lab[:-1]]).astype(np.int64)
                     k = np.concatenate([[False], ~sp[:-1]])
                     keep[i] = np.ones(len(k), bool) if include_special else k
+                    if g_spans is None:
+                        spans = None
+                    elif spans is not None:  # input position t holds label t-1: spans shift right too
+                        spans[i] = np.concatenate([np.zeros((1, 2), np.int64), _span_array(g_spans[j])[:-1]])
             else:
                 prompt = [decoder_start]
                 if code is not None:
@@ -174,10 +198,12 @@ def encode_decoder(tokenizer: Any, family: Family, data: Dataset, *, max_length:
                 for i in idx:
                     ids[i] = np.asarray(prompt, dtype=np.int64)
                     keep[i] = np.ones(len(prompt), bool)
+                    if spans is not None:
+                        spans[i] = np.zeros((len(prompt), 2), np.int64)
     finally:
         if saved is not None:
             tokenizer.tgt_lang = saved
-    return Encoded(ids, keep, _tag_positions(ids, code_ids), truncated)
+    return Encoded(ids, keep, _tag_positions(ids, code_ids), truncated, spans=spans)
 
 
 def check_tag_available(enc: Encoded, tokenizer: Any, family: Family, side: str) -> None:

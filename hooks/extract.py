@@ -45,6 +45,7 @@ class TokenStates:
     states: np.ndarray  # [n_tokens, d] float32
     token_ids: np.ndarray  # [n_tokens] int64
     row_ptr: np.ndarray  # [n_texts + 1] int64
+    char_spans: np.ndarray | None = None  # [n_tokens, 2] (start, end) characters in the text; fast tokenizers
 
     def __len__(self) -> int:
         return len(self.row_ptr) - 1
@@ -147,20 +148,19 @@ class _Sink:
         self.src: SideBatch | None = None
         self.dec: SideBatch | None = None
         self.batch: np.ndarray | None = None
-        self.out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.out: dict[str, np.ndarray] = {}
 
     def __call__(self, point: CapturePoint, states: torch.Tensor) -> None:
         side = self.src if point.side == "encoder" or self.src_for_decoder else self.dec
         if self.pooling == "tokens":
             vals = states[side.keep].float()
-            ids = side.ids[side.keep].cpu().numpy()
         else:
-            vals, ids = pool(states, side.keep, self.pooling, side.tag), None
+            vals = pool(states, side.keep, self.pooling, side.tag)
         if not torch.isfinite(vals).all():  # checked on what is kept: one [b, d] pass, not [b, t, d]
             raise NumericalError(
                 f"non-finite activations (inf / NaN) at {point.name} in dtype {self.dtype}, batch of records "
                 f"{self.batch[:8].tolist()}...", hint="capture in dtype='float32' (float16 overflows first)")
-        self.out[point.name] = (vals.cpu().numpy(), ids)
+        self.out[point.name] = vals.cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -267,7 +267,7 @@ def extract(
     order_key = src.lengths + (dec.lengths if dec is not None else 0)
     chunks = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
 
-    def forward(idx: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    def forward(idx: np.ndarray) -> dict[str, np.ndarray]:
         """Run one batch of record indices and return each point's pooled output."""
         sink.batch = idx
         sink.src = side_batch(src, idx, pad, padding_side, dev)
@@ -334,35 +334,39 @@ def _progress(progress: bool, total: int):
     return bar, (lambda k: bar.advance(task, k))
 
 
-def _row_ptr(enc: Encoded) -> np.ndarray:
-    """Start row of each text in a per-token array (length n + 1)."""
-    return np.concatenate([[0], np.cumsum(enc.kept)]).astype(np.int64)
+def _token_layout(enc: Encoded) -> dict[str, np.ndarray]:
+    """Where each text's kept tokens sit in a per-token array, with their ids and character spans."""
+    kept = range(len(enc.ids))
+    layout = {
+        "row_ptr": np.concatenate([[0], np.cumsum(enc.kept)]).astype(np.int64),
+        "token_ids": np.concatenate([enc.ids[i][enc.keep[i]] for i in kept]).astype(np.int64),
+    }
+    if enc.spans is not None:
+        layout["char_spans"] = np.concatenate([enc.spans[i][enc.keep[i]] for i in kept]).astype(np.int64)
+    return layout
 
 
 def _run_in_memory(points, pooling, chunks, order_key, batch_size, forward, src, dec, src_is_decoder, n,
                    progress) -> dict[str, Any]:
     """Fill arrays in input order, batch by batch."""
     out: dict[str, np.ndarray] = {}
-    tok_ids: dict[str, np.ndarray] = {}
-    ptrs = {p.name: _row_ptr(_side_of(p, src, dec, src_is_decoder)) for p in points} if pooling == "tokens" else {}
+    layouts = ({p.name: _token_layout(_side_of(p, src, dec, src_is_decoder)) for p in points}
+               if pooling == "tokens" else {})
     ctx, advance = _progress(progress, n)
     with ctx:
         for lo, hi in chunks:
             for idx in _batches(lo, hi, order_key, batch_size):
                 res = forward(idx)
                 for p in points:
-                    vals, ids = res[p.name]
+                    vals = res[p.name]
                     if p.name not in out:
-                        rows = int(ptrs[p.name][-1]) if pooling == "tokens" else n
+                        rows = int(layouts[p.name]["row_ptr"][-1]) if pooling == "tokens" else n
                         out[p.name] = np.empty((rows, vals.shape[1]), np.float32)
-                        tok_ids[p.name] = np.empty(rows, np.int64)
-                    rows_idx = idx if pooling != "tokens" else _token_rows(ptrs[p.name], idx)
+                    rows_idx = idx if pooling != "tokens" else _token_rows(layouts[p.name]["row_ptr"], idx)
                     out[p.name][rows_idx] = vals
-                    if ids is not None:
-                        tok_ids[p.name][rows_idx] = ids
                 advance(len(idx))
     if pooling == "tokens":
-        return {k: TokenStates(out[k], tok_ids[k], ptrs[k]) for k in out}
+        return {k: TokenStates(out[k], **layouts[k]) for k in out}
     return out
 
 
@@ -406,7 +410,7 @@ def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_
         log.info("all %d shard(s) already complete in %s: nothing to do", len(points), store.path)
         return [keys[p.name] for p in points]
     probe = forward(np.array([0]))
-    dims = {p.name: probe[p.name][0].shape[1] for p in todo}
+    dims = {p.name: probe[p.name].shape[1] for p in todo}
     info = {
         "model": getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__,
         "model_class": type(model).__name__, "weights_hash": model_fp,
@@ -424,10 +428,8 @@ def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_
             enc = _side_of(p, src, dec, src_is_decoder)
             extras = None
             if pooling == "tokens":
-                ptr = _row_ptr(enc)
-                ptrs[p.name] = ptr
-                ids = np.concatenate([enc.ids[i][enc.keep[i]] for i in range(len(enc.ids))]).astype(np.int64)
-                extras = {"token_ids": ids, "row_ptr": ptr}
+                extras = _token_layout(enc)
+                ptr = ptrs[p.name] = extras["row_ptr"]
                 rows = int(ptr[-1])
                 row_chunks = [(int(ptr[lo]), int(ptr[hi])) for lo, hi in chunks]
             else:
@@ -449,7 +451,7 @@ def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_
                 for name, w in writers.items():
                     if c in pending[name]:
                         rows_idx = idx if pooling != "tokens" else _token_rows(ptrs[name], idx)
-                        w.write(rows_idx, res[name][0])
+                        w.write(rows_idx, res[name])
                 advance(len(idx))
             for name, w in writers.items():
                 if c in pending[name]:

@@ -164,6 +164,21 @@ def test_tokens_pooling(tiny_model, texts):
     assert out.token_ids[: len(ids[0]) - 1].tolist() == ids[0][:-1]
     mean = extract(model, tok, texts, "encoder.1", pooling="mean")["encoder.1"]
     np.testing.assert_allclose(out.text(3).mean(0), mean[3], atol=1e-5)
+    # character spans point back into each text
+    for i, text in enumerate(texts):
+        rows = slice(out.row_ptr[i], out.row_ptr[i + 1])
+        pieces = [text[a:b] for a, b in out.char_spans[rows]]
+        assert "".join(pieces).replace(" ", "") == text.replace(" ", "")
+
+
+def test_tokens_pooling_decoder_spans_follow_teacher_forcing(tiny_model):
+    model, tok = tiny_model("mbart")
+    src, tgt = ["Jesus wept."], ["Jésus pleura."]
+    out = extract(model, tok, src, "decoder.0", pooling="tokens", src_lang="en", tgt_texts=tgt, tgt_lang="fr")
+    states = out["decoder.0"]
+    labels = tok(text_target=tgt)["input_ids"][0]  # [fr_XX, ..., </s>]; decoder input: [</s>, fr_XX, ...]
+    assert states.token_ids.tolist() == labels[1:-1]
+    assert "".join(tgt[0][a:b] for a, b in states.char_spans).replace(" ", "") == tgt[0].replace(" ", "")
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ def test_tokens_pooling_into_store(tmp_path, tiny_model, verses):
     np.testing.assert_allclose(store.read(key), mem.states, atol=1e-6)
     extras = store.read_extras(key)
     assert np.array_equal(extras["row_ptr"], mem.row_ptr) and np.array_equal(extras["token_ids"], mem.token_ids)
+    assert np.array_equal(extras["char_spans"], mem.char_spans)
 
 
 _KILLED_RUN = textwrap.dedent("""

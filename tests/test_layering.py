@@ -40,6 +40,7 @@ def test_stage_imports_only_upstream(stage):
 
 
 def test_store_knows_nothing_of_models_or_data_loading():
-    for name in ("store.py", "fingerprint.py", "types.py", "errors.py"):
+    for name in ("store.py", "shard.py", "fingerprint.py", "types.py", "errors.py"):
         mods = _xlprobe_imports(ROOT / "xlprobe" / name)
-        assert mods <= {"xlprobe.types", "xlprobe.errors", "xlprobe.fingerprint"}, (name, mods)
+        assert mods <= {"xlprobe.types", "xlprobe.errors", "xlprobe.fingerprint", "xlprobe.store",
+                        "xlprobe.shard"}, (name, mods)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from xlprobe import fingerprint
-from xlprobe import store as store_mod
+from xlprobe import shard as shard_mod
 from xlprobe.errors import DataError, StoreCorruptError, StoreError, StoreMismatchError
 from xlprobe.fingerprint import hash_array, hash_file, hash_json, library_versions
 from xlprobe.store import ActivationStore
@@ -327,13 +327,13 @@ def test_checksum_cached_per_store_until_file_changes(tmp_path: Path,
     store = ActivationStore.open(tmp_path)
     _build(store, KEY, _data(20, 4), extras=_extras(20))
     calls: list[object] = []
-    real = store_mod.hash_file
+    real = shard_mod.hash_file
 
     def counting(path: object, **kw: object) -> str:
         calls.append(path)
         return real(path, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store_mod, "hash_file", counting)
+    monkeypatch.setattr(shard_mod, "hash_file", counting)
     fresh = ActivationStore.open(tmp_path)
     fresh.read(KEY)
     fresh.read(KEY)

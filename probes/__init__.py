@@ -1,0 +1,25 @@
+"""xlprobe.probes: every measure, one family per file, registered in one place (this file).
+
+Importing a measure module runs its ``@register_measure`` decorators, so this file imports each one
+explicitly: a new measure is one module plus one import line here. ``xlprobe.registry`` imports this
+package the first time a measure is looked up or listed.
+
+Note: ``xlprobe.probes.cka`` is the *function* :func:`~xlprobe.probes.cka.cka` (re-exported here);
+the module stays importable as ``from xlprobe.probes.cka import ...``.
+"""
+from xlprobe.probes import cca as _cca  # noqa: F401  (registers svcca, pwcca)
+from xlprobe.probes import cka as _cka  # noqa: F401  (registers cka, cka.linear, cka.rbf)
+from xlprobe.probes import procrustes as _procrustes  # noqa: F401  (registers procrustes)
+from xlprobe.probes import stats as _stats  # noqa: F401  (no measures: CIs and tests)
+from xlprobe.probes.cca import cca_correlations, pwcca, svcca
+from xlprobe.probes.cka import cka, cka_from_store, cka_matrix, cka_streaming
+from xlprobe.probes.procrustes import procrustes_distance
+from xlprobe.probes.stats import BootstrapCI, PermutationResult, bootstrap_ci, paired_permutation_test
+
+__all__ = [
+    # similarity / distance between representations
+    "cka", "cka_matrix", "cka_streaming", "cka_from_store", "svcca", "pwcca", "cca_correlations",
+    "procrustes_distance",
+    # uncertainty
+    "bootstrap_ci", "paired_permutation_test", "BootstrapCI", "PermutationResult",
+]

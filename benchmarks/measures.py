@@ -1,0 +1,275 @@
+#!/usr/bin/env python
+"""Measure benchmarks: time and memory of xlprobe's measures against what users would write instead.
+
+Run by hand (not part of the test suite)::
+
+    python benchmarks/measures.py                 # CKA at n = 10k, d = 1024; memory at 10k and 50k rows
+    python benchmarks/measures.py --quick         # n = 4k, d = 512; memory at 4k and 20k rows (~1 minute)
+    python benchmarks/measures.py --json out.json # also write the numbers as JSON
+
+Only CKA is covered so far (probe timings will join later).
+
+1. Time. ``xlprobe.probes.cka`` (linear, feature-space form, float64) against a plain numpy n x n Gram
+   implementation on the same float32 data: K = X X', L = Y Y' in float64, centred by subtracting
+   row and column means (in place), CKA = <K, L> / (||K|| ||L||); the fair form of the textbook
+   tr(K H L H) (``--textbook`` also times that literal version, with the n x n centring matrix H,
+   once: it costs 3 n^3 multiply-adds more). Both are warmed up, then timed in ``--rounds`` rounds
+   of the two back to back (ABBA order), in one process; the ratio is the median of the per-round
+   ratios, so a load spike from another process hits both sides of a ratio.
+2. Memory. Two float32 shards [n, d] are written to an ``ActivationStore``; then, each in a fresh
+   subprocess: in-memory ``cka(store.read(a), store.read(b))``, streaming
+   ``cka_from_store(store, a, b, chunk_rows=...)`` and (for the smaller n) the n x n Gram baseline.
+   The peak is the process's RSS high-water mark (``/proc/self/clear_refs`` reset after imports,
+   VmHWM) minus the RSS at that point; the tracemalloc peak of the call (numpy reports its buffers
+   to tracemalloc; memory maps are not counted there) is printed beside it.
+
+The load average is printed at the start and the end; when it is above half the cores, the output
+says the machine was loaded (timings are then noisier, the paired ratio less so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PLANS = {
+    "full": {"n": 10_000, "d": 1024, "rounds": 3, "mem_n": (10_000, 50_000), "chunk_rows": 4096},
+    "quick": {"n": 4_000, "d": 512, "rounds": 3, "mem_n": (4_000, 20_000), "chunk_rows": 2048},
+}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _status_mib(*fields: str) -> dict[str, float]:
+    """Fields of /proc/self/status (VmRSS, VmHWM, ...) in MiB."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in fields:
+            out[name] = int(rest.split()[0]) / 1024
+    return out
+
+
+def _reset_peak() -> bool:
+    """Reset the RSS high-water mark (Linux >= 4.0); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _load_note(load: tuple[float, float, float]) -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = load[0] > 0.5 * cores
+    return (f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {cores} cores"
+            + (" -- MACHINE LOADED: absolute times are inflated; the paired ratio is the number to read"
+               if busy else ""))
+
+
+def _data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 X and a noisy linear function Y of it, with activation-like non-zero means."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d), dtype=np.float32) + rng.normal(0, 2, d).astype(np.float32)
+    W = (rng.standard_normal((d, d), dtype=np.float32) / np.float32(np.sqrt(d)))
+    Y = X @ W + rng.standard_normal((n, d), dtype=np.float32)
+    return X, Y
+
+
+def gram_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """Baseline: linear CKA on n x n Gram matrices in float64, centred by means (Kornblith et al.'s Gram form)."""
+    X64, Y64 = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    K, L = X64 @ X64.T, Y64 @ Y64.T
+    for M in (K, L):
+        M -= M.mean(axis=0, keepdims=True)
+        M -= M.mean(axis=1, keepdims=True)
+    return float(np.vdot(K, L) / np.sqrt(np.vdot(K, K) * np.vdot(L, L)))
+
+
+def textbook_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """Baseline: the literal tr(K H L H) with the n x n centring matrix H (what many notebooks do)."""
+    X64, Y64 = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    n = X64.shape[0]
+    H = np.eye(n) - 1.0 / n
+    K, L = X64 @ X64.T, Y64 @ Y64.T
+
+    def hsic(A: np.ndarray, B: np.ndarray) -> float:
+        return float(np.trace(A @ H @ B @ H))
+
+    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+
+
+def time_pair(fast: Callable[[], float], slow: Callable[[], float], rounds: int) -> dict[str, Any]:
+    """Warm both up, then ``rounds`` ABBA rounds; per-round ratio slow / fast."""
+    v_fast, v_slow = fast(), slow()
+    t_fast: list[float] = []
+    t_slow: list[float] = []
+    for r in range(rounds):
+        order = (fast, slow) if r % 2 == 0 else (slow, fast)
+        for f in order:
+            t0 = time.perf_counter()
+            f()
+            (t_fast if f is fast else t_slow).append(time.perf_counter() - t0)
+    ratios = [s / f for f, s in zip(t_fast, t_slow)]
+    return {"fast_s": t_fast, "slow_s": t_slow, "ratios": ratios, "ratio_median": statistics.median(ratios),
+            "value_fast": v_fast, "value_slow": v_slow, "abs_diff": abs(v_fast - v_slow)}
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def child_memory(args: argparse.Namespace) -> None:
+    """In a fresh process: one CKA computation from the store; print its peak memory as JSON."""
+    from xlprobe.probes.cka import cka, cka_from_store
+    from xlprobe.store import ActivationStore
+    from xlprobe.types import StoreKey
+
+    store = ActivationStore.open(args.store, create=False)
+    ka, kb = (StoreKey(**json.loads(k)) for k in (args.key_a, args.key_b))
+    for k in (ka, kb):  # verify checksums now (file reads, not maps), so the measured call does not
+        store.read(k)
+    base = _status_mib("VmRSS")["VmRSS"]
+    reset = _reset_peak()
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    if args.child == "in_memory":
+        value = cka(store.read(ka, verify=False), store.read(kb, verify=False))
+    elif args.child == "streaming":
+        value = cka_from_store(store, ka, kb, chunk_rows=args.chunk_rows, verify=False)
+    else:
+        value = gram_cka(store.read(ka, verify=False), store.read(kb, verify=False))
+    seconds = time.perf_counter() - t0
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    hwm = _status_mib("VmHWM")["VmHWM"]
+    print(json.dumps({"mode": args.child, "value": value, "seconds": seconds, "rss_base_mib": base,
+                      "peak_rss_mib": hwm, "peak_reset": reset, "delta_rss_mib": hwm - base,
+                      "tracemalloc_peak_mib": traced_peak / 2**20}))
+
+
+def bench_memory(sizes: tuple[int, ...], d: int, chunk_rows: int) -> list[dict[str, Any]]:
+    from xlprobe.store import ActivationStore
+    from xlprobe.types import StoreKey
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="xlprobe-bench-measures-") as tmp:
+        for n in sizes:
+            store = ActivationStore.open(Path(tmp) / f"store-{n}")
+            X, Y = _data(n, d, seed=1)
+            keys = [StoreKey(model=m, point="encoder.6", pooling="mean", data=f"bench{n}") for m in ("a", "b")]
+            for key, A in zip(keys, (X, Y)):
+                store.write(key, A)
+            del X, Y
+            modes = ["in_memory", "streaming"] + (["gram"] if n == min(sizes) else [])  # Gram: n^2 floats
+            for mode in modes:
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--store", str(store.path),
+                       "--key-a", json.dumps(keys[0].to_dict()), "--key-b", json.dumps(keys[1].to_dict()),
+                       "--chunk-rows", str(chunk_rows)]
+                print(f"  memory: {mode}, n = {n}, d = {d} ...", flush=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if proc.returncode != 0:  # e.g. killed for memory: report it and go on
+                    print(f"    failed with exit status {proc.returncode}: {proc.stderr[-2000:]}", flush=True)
+                    continue
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                out.append({"n": n, "d": d, "shard_mib": n * d * 4 / 2**20, **row})
+            store_dir = store.path
+            del store
+            import shutil
+
+            shutil.rmtree(store_dir, ignore_errors=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
+    p.add_argument("--rounds", type=int, help="timed rounds (default: the plan's)")
+    p.add_argument("--textbook", action="store_true", help="also time the literal tr(KHLH) form once")
+    p.add_argument("--skip", nargs="*", default=[], choices=["time", "memory"])
+    p.add_argument("--json", type=Path, help="write the results as JSON to this path")
+    p.add_argument("--child", choices=["in_memory", "streaming", "gram"], help=argparse.SUPPRESS)
+    p.add_argument("--store", help=argparse.SUPPRESS)
+    p.add_argument("--key-a", help=argparse.SUPPRESS)
+    p.add_argument("--key-b", help=argparse.SUPPRESS)
+    p.add_argument("--chunk-rows", type=int, default=4096, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child_memory(args)
+        return 0
+
+    from xlprobe.probes.cka import cka
+
+    plan = dict(PLANS["quick" if args.quick else "full"])
+    if args.rounds:
+        plan["rounds"] = args.rounds
+    start_load = os.getloadavg()
+    results: dict[str, Any] = {"date": date.today().isoformat(), "plan": plan, "python": platform.python_version(),
+                               "numpy": np.__version__, "cores": os.cpu_count(), "loadavg_start": start_load}
+    print(f"measures benchmark (CKA); {_load_note(start_load)}", flush=True)
+    t_start = time.perf_counter()
+    if "time" not in args.skip:
+        n, d = plan["n"], plan["d"]
+        X, Y = _data(n, d)
+        print(f"  timing linear CKA, n = {n}, d = {d}, {plan['rounds']} rounds ...", flush=True)
+        results["time"] = {"n": n, "d": d, **time_pair(lambda: cka(X, Y), lambda: gram_cka(X, Y), plan["rounds"])}
+        if args.textbook:
+            print("  timing the literal tr(K H L H) form once ...", flush=True)
+            t0 = time.perf_counter()
+            v = textbook_cka(X, Y)
+            results["time"]["textbook_s"] = time.perf_counter() - t0
+            results["time"]["textbook_abs_diff"] = abs(v - results["time"]["value_fast"])
+        del X, Y
+    if "memory" not in args.skip:
+        results["memory"] = bench_memory(plan["mem_n"], plan["d"], plan["chunk_rows"])
+    results["loadavg_end"] = os.getloadavg()
+    results["seconds"] = time.perf_counter() - t_start
+    report(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    return 0
+
+
+def report(r: dict[str, Any]) -> None:
+    print()
+    if "time" in r:
+        t = r["time"]
+        print(f"linear CKA, n = {t['n']}, d = {t['d']} (float32 in, float64 work)")
+        print(f"  xlprobe cka (feature space, d x d): median {statistics.median(t['fast_s']):7.2f} s   "
+              f"rounds {', '.join(f'{s:.2f}' for s in t['fast_s'])}")
+        print(f"  numpy n x n Gram, centred by means:  median {statistics.median(t['slow_s']):7.2f} s   "
+              f"rounds {', '.join(f'{s:.2f}' for s in t['slow_s'])}")
+        print(f"  ratio Gram / feature (median of per-round ratios): {t['ratio_median']:.1f}x   "
+              f"(rounds {', '.join(f'{x:.1f}' for x in t['ratios'])}); |difference in value| {t['abs_diff']:.1e}")
+        if "textbook_s" in t:
+            print(f"  literal tr(K H L H), once: {t['textbook_s']:.1f} s "
+                  f"({t['textbook_s'] / statistics.median(t['fast_s']):.0f}x the feature form); "
+                  f"|difference| {t['textbook_abs_diff']:.1e}")
+    if "memory" in r:
+        print("peak memory of one CKA call from an ActivationStore (fresh process each; MiB above the RSS after imports)")
+        print(f"  {'n':>7} {'d':>5} {'2 shards':>9} {'mode':>10} {'peak RSS':>9} {'tracemalloc':>12} {'seconds':>8}  value")
+        for m in r["memory"]:
+            print(f"  {m['n']:>7} {m['d']:>5} {2 * m['shard_mib']:>9.0f} {m['mode']:>10} {m['delta_rss_mib']:>9.0f} "
+                  f"{m['tracemalloc_peak_mib']:>12.0f} {m['seconds']:>8.2f}  {m['value']:.12f}")
+        by = {(m["n"], m["mode"]): m for m in r["memory"]}
+        for n in sorted({m["n"] for m in r["memory"]}):
+            if (n, "in_memory") in by and (n, "streaming") in by:
+                a, b = by[n, "in_memory"], by[n, "streaming"]
+                print(f"  n = {n}: streaming uses {a['delta_rss_mib'] / max(b['delta_rss_mib'], 1e-9):.1f}x less peak "
+                      f"RSS than in-memory; |difference in value| {abs(a['value'] - b['value']):.1e}")
+    print(f"{_load_note(r['loadavg_end'])} (at the end; {r['seconds']:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Canonical correlation measures between two representations of the same items: SVCCA and PWCCA.
+
+Canonical correlation analysis (CCA) finds directions u_i of X and v_i of Y whose projections are
+maximally correlated, uncorrelated with the earlier ones; the correlations rho_1 >= rho_2 >= ... are
+the singular values of Qx' Qy, where Qx and Qy are orthonormal bases of the centred column spaces
+of X [n, d1] and Y [n, d2] (Björck & Golub 1973, "Numerical methods for computing angles between
+linear subspaces"). Bases come from a thin SVD; directions whose singular value is below
+``max(n, d) * eps * s_max`` are dropped as numerically null.
+
+* **SVCCA** (Raghu, Gilmer, Yosinski & Sohl-Dickstein 2017, "SVCCA: Singular Vector Canonical
+  Correlation Analysis for Deep Learning Dynamics and Interpretability", NeurIPS): keep on each side
+  the top singular directions that explain ``keep`` (99 %) of the variance, run CCA on them and
+  report the mean of the min(k1, k2) canonical correlations.
+* **PWCCA** (Morcos, Raghu & Bengio 2018, "Insights on representational similarity in neural
+  networks with canonical correlation", NeurIPS, eq. 1): a weighted mean sum_i alpha_i rho_i, with
+  alpha_i proportional to sum_j |<h_i, z_j>|, h_i the i-th canonical variate (unit norm) and z_j the
+  j-th centred neuron of the same side. As in the authors' code (google/svcca, ``pwcca.py``) the
+  weights come from the side with fewer directions (X on a tie), so PWCCA is not symmetric in general.
+  All non-null directions are kept (no 99 % truncation), as in the paper.
+
+CCA overfits when n is not much larger than the number of directions: with k1 + k2 >= n the
+correlations are 1 whatever the data. A warning is logged when max(k1, k2) > n / 2.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from xlprobe.errors import ConfigError, DataError
+from xlprobe.registry import register_measure
+
+__all__ = ["cca_correlations", "svcca", "pwcca"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_pair(X: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for name, A in (("X", X), ("Y", Y)):
+        try:
+            A = np.array(A, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{name} must be a numeric array [n, d]; got {type(A).__name__} ({exc})") from None
+        if A.ndim != 2 or A.shape[1] == 0:
+            raise DataError(f"{name} must be 2-D [n items, d >= 1 features]; got shape {A.shape}",
+                            hint="reshape a single feature to X[:, None]; pool token states to one row per item")
+        if not np.isfinite(A).all():
+            raise DataError(f"{name} contains NaN or inf", hint="check the activations (float16 overflow?)")
+        out.append(A)
+    if out[0].shape[0] != out[1].shape[0]:
+        raise DataError(f"X and Y must have the same rows (items); got X {out[0].shape} and Y {out[1].shape}",
+                        hint="take both representations on the same items, in the same order")
+    if out[0].shape[0] < 2:
+        raise DataError(f"CCA needs at least 2 rows; got {out[0].shape[0]}")
+    return out[0], out[1]
+
+
+def _basis(A: np.ndarray, keep: float | None, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Centre ``A`` in place; return an orthonormal basis [n, k] of its (kept) column space, and A centred."""
+    A -= A.mean(axis=0, keepdims=True)
+    U, s, _ = np.linalg.svd(A, full_matrices=False)
+    if s.size == 0 or s[0] == 0:
+        raise DataError(f"{name} is constant across rows, so CCA is undefined",
+                        hint="a constant representation (e.g. a dead layer) cannot be compared")
+    rank = int((s > s[0] * max(A.shape) * np.finfo(np.float64).eps).sum())
+    k = rank
+    if keep is not None:
+        energy = np.cumsum(s[:rank] ** 2) / np.sum(s[:rank] ** 2)
+        k = min(rank, int(np.searchsorted(energy, keep - 1e-12)) + 1)
+    return U[:, :k], A
+
+
+def _warn_overfit(n: int, kx: int, ky: int) -> None:
+    if max(kx, ky) > n / 2:
+        logger.warning("CCA on %d items with %d and %d directions: canonical correlations are inflated when "
+                       "the number of directions approaches n (trivially 1 when kx + ky >= n); use more items",
+                       n, kx, ky)
+
+
+def _cca(Qx: np.ndarray, Qy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical correlations (descending, in [0, 1]) and X's canonical variates [n, m] (orthonormal)."""
+    U, rho, _ = np.linalg.svd(Qx.T @ Qy, full_matrices=False)
+    m = min(Qx.shape[1], Qy.shape[1])
+    return np.clip(rho[:m], 0.0, 1.0), Qx @ U[:, :m]
+
+
+def cca_correlations(X: np.ndarray, Y: np.ndarray, *, keep: float | None = None) -> np.ndarray:
+    """Canonical correlations between X [n, d1] and Y [n, d2], descending, in [0, 1].
+
+    Parameters
+    ----------
+    X, Y : array [n, d]
+        Two representations of the same items.
+    keep : float in (0, 1], optional
+        Keep on each side the top singular directions explaining this share of variance first (the
+        SV step of SVCCA); None keeps every non-null direction.
+
+    Returns
+    -------
+    numpy.ndarray
+        min(k1, k2) correlations, k the number of directions kept on each side.
+    """
+    if keep is not None and not (isinstance(keep, (int, float)) and not isinstance(keep, bool) and 0 < keep <= 1):
+        raise ConfigError(f"keep must be a share of variance in (0, 1] or None; got {keep!r}",
+                          hint="SVCCA keeps 0.99 of the variance")
+    A, B = _check_pair(X, Y)
+    Qx, _ = _basis(A, keep, "X")
+    Qy, _ = _basis(B, keep, "Y")
+    _warn_overfit(A.shape[0], Qx.shape[1], Qy.shape[1])
+    return _cca(Qx, Qy)[0]
+
+
+@register_measure("svcca", kind="paired", direction="similarity")
+def svcca(X: np.ndarray, Y: np.ndarray, *, keep: float = 0.99, seed: int = 0) -> float:
+    """SVCCA similarity (Raghu et al. 2017): mean canonical correlation after keeping 99 % of the variance.
+
+    Parameters
+    ----------
+    X, Y : array [n, d]
+        Two representations of the same items (n should be well above the directions kept).
+    keep : float, default 0.99
+        Share of variance kept on each side by the SVD step.
+    seed : int, default 0
+        Unused (deterministic); every measure takes ``seed``.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 when one side is an invertible linear map of the other.
+    """
+    return float(np.mean(cca_correlations(X, Y, keep=keep)))
+
+
+@register_measure("pwcca", kind="paired", direction="similarity")
+def pwcca(X: np.ndarray, Y: np.ndarray, *, seed: int = 0) -> float:
+    """PWCCA similarity (Morcos et al. 2018): canonical correlations weighted by how much of the neurons they carry.
+
+    Parameters
+    ----------
+    X, Y : array [n, d]
+        Two representations of the same items.
+    seed : int, default 0
+        Unused (deterministic); every measure takes ``seed``.
+
+    Returns
+    -------
+    float
+        In [0, 1]; sum_i alpha_i rho_i with alpha_i ~ sum_j |<h_i, z_j>| on the side with fewer
+        directions (X on a tie).
+    """
+    A, B = _check_pair(X, Y)
+    Qx, Ac = _basis(A, None, "X")
+    Qy, Bc = _basis(B, None, "Y")
+    _warn_overfit(A.shape[0], Qx.shape[1], Qy.shape[1])
+    if Qx.shape[1] <= Qy.shape[1]:
+        rho, H = _cca(Qx, Qy)
+        Z = Ac
+    else:
+        rho, H = _cca(Qy, Qx)
+        Z = Bc
+    alpha = np.abs(H.T @ Z).sum(axis=1)
+    return float(alpha @ rho / alpha.sum())

@@ -46,23 +46,36 @@ class Encoded:
         return np.fromiter((int(k.sum()) for k in self.keep), dtype=np.int64, count=len(self.keep))
 
 
+#: Texts per tokenizer call: bounds the transient Python lists (ids, masks, offsets) of one call.
+TOKENIZE_BATCH = 2048
+
+
 def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, target: bool
               ) -> tuple[list, list, list | None, int]:
-    """Ids, special-token masks and character spans; texts past ``max_length`` are re-tokenized truncated."""
+    """Ids, special-token masks and character spans, as numpy arrays; long texts re-tokenized truncated."""
     key = "text_target" if target else "text"
     fast = bool(getattr(tokenizer, "is_fast", False))
     opts = dict(add_special_tokens=True, return_special_tokens_mask=True, return_offsets_mapping=fast)
-    enc = tokenizer(**{key: list(texts)}, truncation=False, **opts)
-    ids, special = list(enc["input_ids"]), list(enc["special_tokens_mask"])
-    spans = list(enc["offset_mapping"]) if fast else None
-    long = [i for i, a in enumerate(ids) if len(a) > max_length]
-    if long:
-        enc2 = tokenizer(**{key: [texts[i] for i in long]}, truncation=True, max_length=max_length, **opts)
-        for j, i in enumerate(long):
-            ids[i], special[i] = enc2["input_ids"][j], enc2["special_tokens_mask"][j]
+    ids: list[np.ndarray] = []
+    special: list[np.ndarray] = []
+    spans: list[np.ndarray] | None = [] if fast else None
+    truncated = 0
+    for lo in range(0, len(texts), TOKENIZE_BATCH):
+        part = list(texts[lo:lo + TOKENIZE_BATCH])
+        enc = tokenizer(**{key: part}, truncation=False, **opts)
+        long = [i for i, a in enumerate(enc["input_ids"]) if len(a) > max_length]
+        cut = tokenizer(**{key: [part[i] for i in long]}, truncation=True, max_length=max_length, **opts) \
+            if long else None
+        where = {i: j for j, i in enumerate(long)}
+        for i in range(len(part)):
+            src = cut if i in where else enc
+            k = where.get(i, i)
+            ids.append(np.asarray(src["input_ids"][k], dtype=np.int64))
+            special.append(np.asarray(src["special_tokens_mask"][k], dtype=bool))
             if spans is not None:
-                spans[i] = enc2["offset_mapping"][j]
-    return ids, special, spans, len(long)
+                spans.append(np.asarray(src["offset_mapping"][k], dtype=np.int64).reshape(-1, 2))
+        truncated += len(long)
+    return ids, special, spans, truncated
 
 
 def _span_array(spans: Any, shift: int = 0) -> np.ndarray:
@@ -132,8 +145,8 @@ def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: 
                                                            target=False)
             truncated += g_trunc
             for j, i in enumerate(idx):
-                ids[i] = np.asarray(g_ids[j], dtype=np.int64)
-                special[i] = np.asarray(g_special[j], dtype=bool)
+                ids[i] = g_ids[j]
+                special[i] = g_special[j]
                 if g_spans is None:
                     spans = None
                 elif spans is not None:
@@ -182,8 +195,7 @@ def encode_decoder(tokenizer: Any, family: Family, data: Dataset, *, max_length:
                                                                max_length, target=True)
                 truncated += g_trunc
                 for j, i in enumerate(idx):
-                    lab = np.asarray(g_ids[j], dtype=np.int64)
-                    sp = np.asarray(g_special[j], dtype=bool)
+                    lab, sp = g_ids[j], g_special[j]
                     ids[i] = np.concatenate([[decoder_start], lab[:-1]]).astype(np.int64)
                     k = np.concatenate([[False], ~sp[:-1]])
                     keep[i] = np.ones(len(k), bool) if include_special else k

@@ -66,3 +66,9 @@ def test_capture_layer_typo_names_nearest(tmp_path):
 def test_capture_bad_data_spec(tmp_path, spec, match):
     res = runner.invoke(app, ["capture", "--model", "tiny:bert", "--data", spec, "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and match in res.output
+
+
+def test_measures_lists_the_registry():
+    res = runner.invoke(app, ["measures", "--kind", "paired"])
+    assert res.exit_code == 0, res.output
+    assert "cka" in res.output and "procrustes" in res.output and "distance" in res.output

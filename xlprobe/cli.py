@@ -170,6 +170,25 @@ def capture(
                   f"{time.perf_counter() - t0:.1f}s")
 
 
+@app.command()
+def measures(
+    kind: Optional[str] = typer.Option(None, "--kind", help="labelled | unlabelled | paired | weights"),
+) -> None:
+    """List the registered measures: name, kind, direction and what each computes."""
+    from xlprobe.registry import list_measures
+
+    try:
+        specs = list_measures(kind)
+    except XlprobeError as err:
+        _fail(err)
+    table = Table(title=f"{len(specs)} measure(s)")
+    for col in ("name", "kind", "direction", "what"):
+        table.add_column(col, no_wrap=col != "what")
+    for m in specs:
+        table.add_row(m.name, m.kind, m.direction, escape(m.summary))
+    console.print(table)
+
+
 @store_app.command("ls")
 def store_ls(path: Path = typer.Argument(..., help="Activation store folder.")) -> None:
     """List the shards of a store."""

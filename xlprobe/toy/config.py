@@ -1,0 +1,108 @@
+"""Settings of the toy-family recipe and its presets, ``quick`` (tests) and ``full`` (the shipped family)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from xlprobe.errors import ConfigError
+from xlprobe.toy.data import HELDOUT_BOOKS, LANG_TRANSLATION
+
+__all__ = ["ToyConfig", "PRESETS", "get_preset", "STAGES"]
+
+#: Stage name -> the stage it continues from (None: from the seeded random init).
+STAGES: dict[str, str | None] = {"lm": None, "mt": "lm", "lm-cont": "lm"}
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Everything that determines a toy-family run (with the seed)."""
+
+    langs: tuple[str, ...] = tuple(LANG_TRANSLATION)
+    heldout_books: tuple[int, ...] = HELDOUT_BOOKS
+    max_rows: int | None = None  # cap on training verse keys (quick preset)
+    # tokenizer
+    vocab_size: int = 8000
+    tok_every: int = 3  # train the tokenizer on every k-th training verse of each language
+    # model
+    d_model: int = 128
+    layers: int = 3
+    heads: int = 4
+    ffn: int = 512
+    dropout: float = 0.0
+    max_len: int = 128  # tokens per sequence, specials included
+    # optimisation
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 300
+    cont_lr: float = 1.5e-3
+    cont_warmup: int = 200
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    steps: dict[str, int] = field(default_factory=lambda: {"lm": 2400, "mt": 3200})  # lm-cont = mt
+    mask_ratio: float = 0.35
+    poisson_lambda: float = 3.5
+    pivot: str = "en"
+    pivot_prob: float = 0.5
+    # bookkeeping
+    threads: int = 2
+    log_every: int = 50
+    checkpoint_every_s: float = 300.0
+    # evaluation
+    eval_directions: tuple[tuple[str, str], ...] = (
+        ("en", "es"), ("es", "en"), ("en", "fr"), ("fr", "en"), ("en", "de"), ("de", "en"),
+        ("en", "ru"), ("ru", "en"), ("ar", "en"), ("en", "vi"), ("fr", "de"), ("es", "it"),
+    )
+    eval_verses: int = 100
+    eval_denoise_verses: int = 100
+    eval_batch: int = 50
+    eval_beams: int = 1
+    eval_no_repeat_ngram: int = 3  # stops greedy decoding's loops ("de la de la ..."); 0 to switch off
+
+    def stage_steps(self, stage: str) -> int:
+        """Number of optimiser steps of ``stage`` (lm-cont mirrors mt)."""
+        return self.steps["mt" if stage == "lm-cont" else stage]
+
+    def to_dict(self) -> dict:
+        """JSON-ready settings (tuples become lists)."""
+        return asdict(self)
+
+
+PRESETS: dict[str, ToyConfig] = {
+    "full": ToyConfig(),
+    "quick": ToyConfig(
+        langs=("en", "fr", "de", "ru"),
+        max_rows=240,
+        vocab_size=600,
+        tok_every=1,
+        d_model=32,
+        layers=1,
+        heads=2,
+        ffn=64,
+        max_len=64,
+        batch_size=16,
+        lr=3e-3,
+        warmup=5,
+        cont_warmup=3,
+        steps={"lm": 24, "mt": 16},
+        log_every=4,
+        checkpoint_every_s=1e9,
+        eval_directions=(("en", "fr"), ("fr", "en"), ("en", "ru")),
+        eval_verses=8,
+        eval_denoise_verses=8,
+        eval_batch=8,
+    ),
+}
+
+
+def get_preset(preset: str | ToyConfig, **overrides: object) -> ToyConfig:
+    """A preset by name (or a config as is), with field overrides."""
+    if isinstance(preset, ToyConfig):
+        cfg = preset
+    elif preset in PRESETS:
+        cfg = PRESETS[preset]
+    else:
+        raise ConfigError(f"unknown toy preset {preset!r}", hint="choose one of " + ", ".join(PRESETS))
+    bad = [k for k in overrides if k not in ToyConfig.__dataclass_fields__]
+    if bad:
+        raise ConfigError(f"unknown toy setting(s) {bad!r}", hint="see xlprobe.toy.config.ToyConfig")
+    return replace(cfg, **overrides)

@@ -72,3 +72,14 @@ def test_measures_lists_the_registry():
     res = runner.invoke(app, ["measures", "--kind", "paired"])
     assert res.exit_code == 0, res.output
     assert "cka" in res.output and "procrustes" in res.output and "distance" in res.output
+
+
+def test_toy_train_quick_then_resume_is_a_no_op(tmp_path):
+    out = tmp_path / "toy"
+    res = runner.invoke(app, ["toy", "train", "--out", str(out), "--preset", "quick"])
+    assert res.exit_code == 0, res.output
+    assert (out / "checkpoints" / "mt" / "config.json").is_file()
+    assert "lm-cont" in res.output and "chrF" in res.output
+    first = (out / "summary.json").read_text()
+    again = runner.invoke(app, ["toy", "train", "--out", str(out), "--preset", "quick"])
+    assert again.exit_code == 0 and (out / "summary.json").read_text() == first

@@ -21,7 +21,7 @@ def tiny(family: str):
     return _CACHE[family]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_model():
     """Factory fixture: tiny_model('mbart') -> (model, tokenizer)."""
     return tiny

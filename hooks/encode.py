@@ -1,8 +1,10 @@
 """Tokenize a dataset the way each family expects, once, before any forward pass.
 
-The result is ragged (one int array per text) and small next to the activations: ids plus a mask of the
-positions that pooling reads. Tokenizing up front gives exact lengths (for length-sorted batches and
-for the size of per-token shards) and the truncation count before any model time is spent.
+The result is ragged and compact: every text's ids in one flat int32 array with row offsets (about
+5 bytes per token), a flat mask of the positions pooling reads, and character spans only when
+per-token pooling asks for them. Tokenizing up front gives exact lengths (for length-sorted batches and
+for the size of per-token shards) and the truncation count before any model time is spent; at about
+40 tokens per sentence, 100k sentences take some 20 MB, against gigabytes of activations.
 """
 from __future__ import annotations
 
@@ -19,81 +21,184 @@ from xlprobe.hooks.families import Family
 from xlprobe.hooks.langs import code_token_ids, marian_target_token, model_code, valid_codes
 from xlprobe.types import Dataset
 
-__all__ = ["Encoded", "encode_source", "encode_decoder"]
+__all__ = ["Ragged", "Encoded", "encode_source", "encode_decoder"]
 
 log = logging.getLogger(__name__)
+
+
+class Ragged:
+    """Variable-length rows stored flat: row ``i`` is ``flat[ptr[i]:ptr[i + 1]]`` (a view)."""
+
+    __slots__ = ("flat", "ptr")
+
+    def __init__(self, flat: np.ndarray, ptr: np.ndarray) -> None:
+        if ptr.ndim != 1 or ptr.size < 1 or int(ptr[-1]) != len(flat):
+            raise ValueError(f"row offsets end at {int(ptr[-1]) if ptr.size else None}, flat has {len(flat)}")
+        self.flat = flat
+        self.ptr = ptr.astype(np.int64, copy=False)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Any], dtype: Any, width: int | None = None) -> Ragged:
+        """Pack a sequence of rows (lists or arrays) into one flat array."""
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        ptr = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        shape = (int(ptr[-1]),) if width is None else (int(ptr[-1]), width)
+        flat = np.empty(shape, dtype=dtype)
+        for i, r in enumerate(rows):
+            if len(r):
+                flat[ptr[i]:ptr[i + 1]] = r
+        return cls(flat, ptr)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Length of every row."""
+        return np.diff(self.ptr)
+
+    def __len__(self) -> int:
+        return len(self.ptr) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.flat[self.ptr[i]:self.ptr[i + 1]]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def row_sums(self) -> np.ndarray:
+        """Sum of each row (of a flat bool or number array)."""
+        c = np.zeros(len(self.flat) + 1, np.int64)
+        np.cumsum(self.flat, out=c[1:])
+        return c[self.ptr[1:]] - c[self.ptr[:-1]]
+
+    def select(self, mask: np.ndarray) -> Ragged:
+        """The entries where a flat bool ``mask`` (same layout) is true, row structure kept."""
+        c = np.zeros(len(mask) + 1, np.int64)
+        np.cumsum(mask, out=c[1:])
+        return Ragged(self.flat[mask], c[self.ptr])
+
+
+def _scatter(parts: list[tuple[np.ndarray, Ragged]], n: int, tail: tuple[int, ...] = ()) -> Ragged:
+    """Merge per-group ragged arrays (rows for record indices ``idx``) into one in record order."""
+    lengths = np.zeros(n, np.int64)
+    for idx, r in parts:
+        lengths[idx] = r.lengths
+    ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    dtype = parts[0][1].flat.dtype if parts else np.int32
+    flat = np.empty((int(ptr[-1]), *tail), dtype=dtype)
+    for idx, r in parts:
+        idx = np.asarray(idx, np.int64)
+        dest = np.repeat(ptr[idx] - r.ptr[:-1], r.lengths) + np.arange(len(r.flat))
+        flat[dest] = r.flat
+    return Ragged(flat, ptr)
 
 
 @dataclass
 class Encoded:
     """One side's token ids per text, the mask of positions pooling reads, and the tag position."""
 
-    ids: list[np.ndarray]
-    keep: list[np.ndarray]
+    ids: Ragged  # int32 token ids
+    keep: Ragged  # bool, same layout: the positions pooling reads
     tag: np.ndarray  # [n] position of the language code, -1 where there is none
     truncated: int = 0
     langs: dict[str, str] = field(default_factory=dict)  # dataset lang -> model code
-    spans: list[np.ndarray] | None = None  # [len, 2] character (start, end) in the text; None: slow tokenizer
+    spans: Ragged | None = None  # int32 [len, 2] character (start, end); None: not asked, or a slow tokenizer
 
     @property
     def lengths(self) -> np.ndarray:
         """Number of positions of each text."""
-        return np.fromiter((len(a) for a in self.ids), dtype=np.int64, count=len(self.ids))
+        return self.ids.lengths
 
     @property
     def kept(self) -> np.ndarray:
         """Number of positions pooling reads, per text."""
-        return np.fromiter((int(k.sum()) for k in self.keep), dtype=np.int64, count=len(self.keep))
+        return self.keep.row_sums()
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        parts = [self.ids, self.keep] + ([self.spans] if self.spans is not None else [])
+        return sum(r.flat.nbytes + r.ptr.nbytes for r in parts) + self.tag.nbytes
 
 
 #: Texts per tokenizer call: bounds the transient Python lists (ids, masks, offsets) of one call.
 TOKENIZE_BATCH = 2048
 
 
-def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, target: bool
-              ) -> tuple[list, list, list | None, int]:
-    """Ids, special-token masks and character spans, as numpy arrays; long texts re-tokenized truncated."""
+@dataclass
+class _Tokens:
+    """Flat tokenizer output for one group of texts, in the group's order."""
+
+    ids: Ragged
+    special: Ragged
+    spans: Ragged | None
+    truncated: int
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, target: bool, spans: bool) -> _Tokens:
+    """Ids, special-token masks and (when asked, fast tokenizers only) character spans, packed flat.
+
+    Long texts are re-tokenized with truncation, so the count of truncated texts is exact.
+    """
     key = "text_target" if target else "text"
-    fast = bool(getattr(tokenizer, "is_fast", False))
-    opts = dict(add_special_tokens=True, return_special_tokens_mask=True, return_offsets_mapping=fast)
-    ids: list[np.ndarray] = []
-    special: list[np.ndarray] = []
-    spans: list[np.ndarray] | None = [] if fast else None
+    with_spans = spans and bool(getattr(tokenizer, "is_fast", False))
+    opts = dict(add_special_tokens=True, return_special_tokens_mask=True, return_offsets_mapping=with_spans)
+    ids: list[Ragged] = []
+    special: list[Ragged] = []
+    offsets: list[Ragged] = []
     truncated = 0
     for lo in range(0, len(texts), TOKENIZE_BATCH):
         part = list(texts[lo:lo + TOKENIZE_BATCH])
         enc = tokenizer(**{key: part}, truncation=False, **opts)
         long = [i for i, a in enumerate(enc["input_ids"]) if len(a) > max_length]
-        cut = tokenizer(**{key: [part[i] for i in long]}, truncation=True, max_length=max_length, **opts) \
-            if long else None
-        where = {i: j for j, i in enumerate(long)}
-        for i in range(len(part)):
-            src = cut if i in where else enc
-            k = where.get(i, i)
-            ids.append(np.asarray(src["input_ids"][k], dtype=np.int64))
-            special.append(np.asarray(src["special_tokens_mask"][k], dtype=bool))
-            if spans is not None:
-                spans.append(np.asarray(src["offset_mapping"][k], dtype=np.int64).reshape(-1, 2))
+        if long:
+            cut = tokenizer(**{key: [part[i] for i in long]}, truncation=True, max_length=max_length, **opts)
+            for name in enc.keys():
+                for j, i in enumerate(long):
+                    enc[name][i] = cut[name][j]
         truncated += len(long)
-    return ids, special, spans, truncated
+        ids.append(Ragged.from_rows(enc["input_ids"], np.int32))
+        special.append(Ragged.from_rows(enc["special_tokens_mask"], bool))
+        if with_spans:
+            offsets.append(Ragged.from_rows(enc["offset_mapping"], np.int32, width=2))
+        del enc
+    return _Tokens(_concat(ids, np.int32), _concat(special, bool),
+                   _concat(offsets, np.int32, (2,)) if with_spans else None, truncated)
 
 
-def _span_array(spans: Any, shift: int = 0) -> np.ndarray:
-    """Character spans as int64 [len, 2], shifted left by ``shift`` (a prefix added before tokenizing)."""
-    a = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-    return np.where(a > 0, np.maximum(a - shift, 0), a)
+def _concat(parts: list[Ragged], dtype: Any, tail: tuple[int, ...] = ()) -> Ragged:
+    """Join ragged arrays row-wise."""
+    if not parts:
+        return Ragged(np.empty((0, *tail), dtype), np.zeros(1, np.int64))
+    if len(parts) == 1:
+        return parts[0]
+    ptr = [np.zeros(1, np.int64)]
+    base = 0
+    for p in parts:
+        ptr.append(p.ptr[1:] + base)
+        base += len(p.flat)
+    return Ragged(np.concatenate([p.flat for p in parts]), np.concatenate(ptr))
 
 
-def _tag_positions(ids: list[np.ndarray], tag_ids: set[int]) -> np.ndarray:
+def _shift_spans(spans: Ragged, shift: np.ndarray) -> None:
+    """Move character spans left by each row's ``shift`` (a prefix added before tokenizing), in place."""
+    if not shift.any():
+        return
+    per = np.repeat(shift, spans.lengths).astype(np.int32)[:, None]
+    a = spans.flat
+    spans.flat[:] = np.where(a > 0, np.maximum(a - per, 0), a)
+
+
+def _tag_positions(ids: Ragged, tag_ids: set[int]) -> np.ndarray:
     """Position of the first language-code token of each sequence, -1 if none."""
     out = np.full(len(ids), -1, dtype=np.int64)
     if not tag_ids:
         return out
-    look = np.fromiter(tag_ids, dtype=np.int64)
-    for i, a in enumerate(ids):
-        hit = np.flatnonzero(np.isin(a, look))
-        if hit.size:
-            out[i] = hit[0]
+    hits = np.flatnonzero(np.isin(ids.flat, np.fromiter(tag_ids, dtype=np.int64)))
+    if hits.size:
+        rows = np.searchsorted(ids.ptr, hits, side="right") - 1
+        rows_u, first = np.unique(rows, return_index=True)
+        out[rows_u] = hits[first] - ids.ptr[rows_u]
     return out
 
 
@@ -112,16 +217,15 @@ def _group_by_code(tokenizer: Any, family: Family, langs: Sequence[str | None]) 
 
 
 def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: int,
-                  include_special: bool, use_langs: bool) -> Encoded:
-    """Encode the texts as the encoder (or a decoder-only model) reads them, with language codes."""
+                  include_special: bool, use_langs: bool, spans: bool = False) -> Encoded:
+    """Encode the texts as the encoder (or a decoder-only model) reads them, with language codes.
+
+    ``spans=True`` also keeps each token's character span in its text (per-token pooling needs them).
+    """
     texts = data.texts
     langs: list[str | None] = [r.lang if use_langs else None for r in data]
     n = len(texts)
-    ids: list[np.ndarray] = [np.empty(0, np.int64)] * n
-    special: list[np.ndarray] = [np.empty(0, bool)] * n
-    spans: list[np.ndarray] | None = [np.empty((0, 2), np.int64)] * n
     shift = np.zeros(n, dtype=np.int64)
-    truncated = 0
     tag_ids: set[int] = set()
     if family.lang_style == "target_prefix":
         prefixed = list(texts)
@@ -134,6 +238,7 @@ def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: 
         texts = prefixed
     groups = _group_by_code(tokenizer, family, langs)
     saved = getattr(tokenizer, "src_lang", None)
+    parts: list[tuple[list[int], _Tokens]] = []
     try:
         for code, idx in groups.items():
             if code is not None:
@@ -141,28 +246,27 @@ def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: 
             elif family.lang_style == "src_lang" and not use_langs and saved is not None:
                 log.warning("no source language given: every text is encoded with the tokenizer's src_lang %r",
                             saved)
-            g_ids, g_special, g_spans, g_trunc = _tokenize(tokenizer, [texts[i] for i in idx], max_length,
-                                                           target=False)
-            truncated += g_trunc
-            for j, i in enumerate(idx):
-                ids[i] = g_ids[j]
-                special[i] = g_special[j]
-                if g_spans is None:
-                    spans = None
-                elif spans is not None:
-                    spans[i] = _span_array(g_spans[j], int(shift[i]))
+            parts.append((idx, _tokenize(tokenizer, [texts[i] for i in idx], max_length, target=False,
+                                         spans=spans)))
     finally:
         if saved is not None:
             tokenizer.src_lang = saved
     tag_ids |= code_token_ids(tokenizer)
-    keep = [np.ones(len(s), bool) if include_special else ~s for s in special]
+    ids = _scatter([(i, t.ids) for i, t in parts], n)
+    special = _scatter([(i, t.special) for i, t in parts], n)
+    offsets = None
+    if parts and all(t.spans is not None for _, t in parts):
+        offsets = _scatter([(i, t.spans) for i, t in parts], n, (2,))
+        _shift_spans(offsets, shift)
+    keep = Ragged(np.ones(len(special.flat), bool) if include_special else ~special.flat, special.ptr)
     langs_map = {lg: code for lg in {r.lang for r in data} if use_langs and family.lang_style == "src_lang"
                  for code in [model_code(tokenizer, family, lg)]}
-    return Encoded(ids, keep, _tag_positions(ids, tag_ids), truncated, langs_map, spans)
+    return Encoded(ids, keep, _tag_positions(ids, tag_ids), sum(t.truncated for _, t in parts), langs_map,
+                   offsets)
 
 
 def encode_decoder(tokenizer: Any, family: Family, data: Dataset, *, max_length: int, include_special: bool,
-                   decoder_start: int, forced_bos: dict[str, int] | None = None) -> Encoded:
+                   decoder_start: int, spans: bool = False) -> Encoded:
     """Decoder inputs: teacher-forced targets shifted right, or the start prompt when there are none.
 
     With targets, position t holds the state that predicts target token t (inputs are
@@ -176,46 +280,55 @@ def encode_decoder(tokenizer: Any, family: Family, data: Dataset, *, max_length:
         missing = [i for i, h in enumerate(has_tgt) if not h][:5]
         raise DataError(f"some records have a target_text and others not (first without: {missing})",
                         hint="give a target for every text, or for none (the decoder then reads its start prompt)")
-    ids: list[np.ndarray] = [np.empty(0, np.int64)] * n
-    keep: list[np.ndarray] = [np.empty(0, bool)] * n
-    spans: list[np.ndarray] | None = [np.empty((0, 2), np.int64)] * n
-    truncated = 0
     saved = getattr(tokenizer, "tgt_lang", None)
     code_ids = code_token_ids(tokenizer)
     groups: dict[str | None, list[int]] = defaultdict(list)
     for i, r in enumerate(data):
         groups[model_code(tokenizer, family, r.target_lang) if (r.target_lang and family.lang_style == "src_lang")
                else None].append(i)
+    if not all(has_tgt):  # the start prompt, no text
+        prompts: list[list[int]] = [[]] * n
+        for code, idx in groups.items():
+            prompt = [decoder_start] + ([int(tokenizer.convert_tokens_to_ids(code))] if code is not None else [])
+            for i in idx:
+                prompts[i] = prompt
+        ids = Ragged.from_rows(prompts, np.int32)
+        keep = Ragged(np.ones(len(ids.flat), bool), ids.ptr)
+        offsets = Ragged(np.zeros((len(ids.flat), 2), np.int32), ids.ptr) if spans else None
+        return Encoded(ids, keep, _tag_positions(ids, code_ids), 0, spans=offsets)
+    parts: list[tuple[list[int], _Tokens]] = []
     try:
         for code, idx in groups.items():
             if code is not None:
                 tokenizer.tgt_lang = code
-            if all(has_tgt):
-                g_ids, g_special, g_spans, g_trunc = _tokenize(tokenizer, [data[i].target_text for i in idx],
-                                                               max_length, target=True)
-                truncated += g_trunc
-                for j, i in enumerate(idx):
-                    lab, sp = g_ids[j], g_special[j]
-                    ids[i] = np.concatenate([[decoder_start], lab[:-1]]).astype(np.int64)
-                    k = np.concatenate([[False], ~sp[:-1]])
-                    keep[i] = np.ones(len(k), bool) if include_special else k
-                    if g_spans is None:
-                        spans = None
-                    elif spans is not None:  # input position t holds label t-1: spans shift right too
-                        spans[i] = np.concatenate([np.zeros((1, 2), np.int64), _span_array(g_spans[j])[:-1]])
-            else:
-                prompt = [decoder_start]
-                if code is not None:
-                    prompt.append(int(tokenizer.convert_tokens_to_ids(code)))
-                for i in idx:
-                    ids[i] = np.asarray(prompt, dtype=np.int64)
-                    keep[i] = np.ones(len(prompt), bool)
-                    if spans is not None:
-                        spans[i] = np.zeros((len(prompt), 2), np.int64)
+            parts.append((idx, _tokenize(tokenizer, [data[i].target_text for i in idx], max_length, target=True,
+                                         spans=spans)))
     finally:
         if saved is not None:
             tokenizer.tgt_lang = saved
-    return Encoded(ids, keep, _tag_positions(ids, code_ids), truncated, spans=spans)
+    labels = _scatter([(i, t.ids) for i, t in parts], n)
+    special = _scatter([(i, t.special) for i, t in parts], n)
+    starts = labels.ptr[:-1][labels.lengths > 0]
+    # input position t holds label t-1: shift the flat arrays right by one, then put the start in each row
+    ids = np.empty_like(labels.flat)
+    ids[1:] = labels.flat[:-1]
+    ids[starts] = decoder_start
+    if include_special:
+        keep = np.ones(len(ids), bool)
+    else:
+        keep = np.empty(len(ids), bool)
+        keep[1:] = ~special.flat[:-1]
+        keep[starts] = False
+    offsets = None
+    if parts and all(t.spans is not None for _, t in parts):
+        lab_spans = _scatter([(i, t.spans) for i, t in parts], n, (2,))
+        shifted = np.empty_like(lab_spans.flat)
+        shifted[1:] = lab_spans.flat[:-1]
+        shifted[starts] = 0
+        offsets = Ragged(shifted, labels.ptr)
+    out_ids = Ragged(ids, labels.ptr)
+    return Encoded(out_ids, Ragged(keep, labels.ptr), _tag_positions(out_ids, code_ids),
+                   sum(t.truncated for _, t in parts), spans=offsets)
 
 
 def check_tag_available(enc: Encoded, tokenizer: Any, family: Family, side: str) -> None:

@@ -25,6 +25,7 @@ from xlprobe.hooks.batching import SideBatch, as_dataset, decoder_start, pad_id,
 from xlprobe.hooks.capture import Capture
 from xlprobe.hooks.encode import Encoded, check_tag_available, encode_decoder, encode_source
 from xlprobe.hooks.families import Family
+from xlprobe.hooks.memory import release_free_memory
 from xlprobe.hooks.points import model_family, resolve_points
 from xlprobe.hooks.pooling import POOLED, pool
 from xlprobe.types import CapturePoint, Dataset, LayerSpec, Record, StoreKey
@@ -241,11 +242,11 @@ def extract(
     src_is_decoder = not family.is_encoder_decoder and family.encoder_layers is None
     use_langs = family.lang_style == "src_lang" and any(r.lang != "und" for r in data)
     src = encode_source(tokenizer, family, data, max_length=max_length, include_special=include_special,
-                        use_langs=use_langs)
+                        use_langs=use_langs, spans=pooling == "tokens")
     dec = None
     if family.is_encoder_decoder and any(p.side == "decoder" for p in points):
         dec = encode_decoder(tokenizer, family, data, max_length=max_length, include_special=include_special,
-                             decoder_start=decoder_start(model))
+                             decoder_start=decoder_start(model), spans=pooling == "tokens")
     sides = {"encoder": src if not src_is_decoder else None, "decoder": src if src_is_decoder else dec}
     for p in points:
         enc = sides[p.side]
@@ -336,13 +337,13 @@ def _progress(progress: bool, total: int):
 
 def _token_layout(enc: Encoded) -> dict[str, np.ndarray]:
     """Where each text's kept tokens sit in a per-token array, with their ids and character spans."""
-    kept = range(len(enc.ids))
+    sel = enc.keep.flat
     layout = {
         "row_ptr": np.concatenate([[0], np.cumsum(enc.kept)]).astype(np.int64),
-        "token_ids": np.concatenate([enc.ids[i][enc.keep[i]] for i in kept]).astype(np.int64),
+        "token_ids": enc.ids.flat[sel].astype(np.int64),
     }
     if enc.spans is not None:
-        layout["char_spans"] = np.concatenate([enc.spans[i][enc.keep[i]] for i in kept]).astype(np.int64)
+        layout["char_spans"] = enc.spans.flat[sel].astype(np.int64)
     return layout
 
 
@@ -365,6 +366,7 @@ def _run_in_memory(points, pooling, chunks, order_key, batch_size, forward, src,
                     rows_idx = idx if pooling != "tokens" else _token_rows(layouts[p.name]["row_ptr"], idx)
                     out[p.name][rows_idx] = vals
                 advance(len(idx))
+            release_free_memory()
     if pooling == "tokens":
         return {k: TokenStates(out[k], **layouts[k]) for k in out}
     return out
@@ -456,6 +458,7 @@ def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_
             for name, w in writers.items():
                 if c in pending[name]:
                     w.commit(c)
+            release_free_memory()
         for w in writers.values():
             w.finalize()
     return [keys[p.name] for p in points]

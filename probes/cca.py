@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from xlprobe.errors import ConfigError, DataError
+from xlprobe.probes.arrays import as_pair
 from xlprobe.registry import register_measure
 
 __all__ = ["cca_correlations", "svcca", "pwcca"]
@@ -37,24 +38,8 @@ logger = logging.getLogger(__name__)
 
 
 def _check_pair(X: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]:
-    out = []
-    for name, A in (("X", X), ("Y", Y)):
-        try:
-            A = np.array(A, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{name} must be a numeric array [n, d]; got {type(A).__name__} ({exc})") from None
-        if A.ndim != 2 or A.shape[1] == 0:
-            raise DataError(f"{name} must be 2-D [n items, d >= 1 features]; got shape {A.shape}",
-                            hint="reshape a single feature to X[:, None]; pool token states to one row per item")
-        if not np.isfinite(A).all():
-            raise DataError(f"{name} contains NaN or inf", hint="check the activations (float16 overflow?)")
-        out.append(A)
-    if out[0].shape[0] != out[1].shape[0]:
-        raise DataError(f"X and Y must have the same rows (items); got X {out[0].shape} and Y {out[1].shape}",
-                        hint="take both representations on the same items, in the same order")
-    if out[0].shape[0] < 2:
-        raise DataError(f"CCA needs at least 2 rows; got {out[0].shape[0]}")
-    return out[0], out[1]
+    """Private float64 copies of two representations of the same items (CCA centres them in place)."""
+    return as_pair(X, Y, copy=True, min_rows=2)
 
 
 def _basis(A: np.ndarray, keep: float | None, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from xlprobe.errors import ConfigError, DataError
+from xlprobe.probes.arrays import as_rep
 from xlprobe.registry import register_measure
 from xlprobe.store import ActivationStore
 from xlprobe.types import StoreKey
@@ -61,24 +62,6 @@ GRAM_MAX_N = 20_000
 
 
 # ------------------------------------------------------------------------------------------ validation
-def _as_rep(X: Any, name: str, *, copy: bool = False) -> np.ndarray:
-    """A finite float64 2-D array (a private copy if ``copy``), or DataError naming the argument."""
-    try:
-        A = np.array(X, dtype=np.float64) if copy else np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{name} must be a numeric array [n, d]; got {type(X).__name__} ({exc})",
-                        hint="pass a numpy float array, one row per item") from None
-    if A.ndim != 2:
-        raise DataError(f"{name} must be 2-D [n items, d features]; got shape {A.shape}",
-                        hint="reshape a single feature to X[:, None]; pool token states to one row per item")
-    if A.shape[1] == 0:
-        raise DataError(f"{name} has 0 features (shape {A.shape}); a minimum of 1 is required")
-    if not np.isfinite(A).all():
-        raise DataError(f"{name} contains NaN or inf ({int((~np.isfinite(A)).sum())} values)",
-                        hint="check the activations (float16 overflow?) or drop those rows from both sides")
-    return A
-
-
 def _check_options(kernel: str, debiased: bool, sigma: Any) -> tuple[float | None, float | None]:
     if kernel not in KERNELS:
         raise ConfigError(f"kernel must be one of {list(KERNELS)}; got {kernel!r}", hint="kernel='linear' or 'rbf'")
@@ -263,7 +246,7 @@ def cka(X: np.ndarray, Y: np.ndarray, *, kernel: str = "linear", debiased: bool 
     1.0
     """
     sx, sy = _check_options(kernel, debiased, sigma)
-    A, B = _as_rep(X, "X", copy=True), _as_rep(Y, "Y", copy=True)
+    A, B = as_rep(X, "X", copy=True), as_rep(Y, "Y", copy=True)
     if A.shape[0] != B.shape[0]:
         raise DataError(f"X and Y must have the same rows (items); got X {A.shape} and Y {B.shape}",
                         hint="take both representations on the same items, in the same order")
@@ -325,7 +308,7 @@ def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray
         prepared[what] = {}
         for k, v in reps.items():
             name = f"{what}[{k!r}]"
-            side = _prepare(_as_rep(v, name, copy=True), kernel=kernel, debiased=debiased, mode=mode, sigma=s,
+            side = _prepare(as_rep(v, name, copy=True), kernel=kernel, debiased=debiased, mode=mode, sigma=s,
                             name=name)
             side.self_term = _self_term(side, debiased, name)
             prepared[what][str(k)] = side
@@ -458,7 +441,7 @@ def _chunk_pairs(X: Any, Y: Any, chunk_rows: int) -> Iterator[tuple[Any, Any]]:
 def _stream(pairs: Iterable[tuple[Any, Any]], debiased: bool) -> float:
     acc = _LinearCKAStream(debiased)
     for i, (x, y) in enumerate(pairs):
-        x, y = _as_rep(x, f"X chunk {i}", copy=True), _as_rep(y, f"Y chunk {i}", copy=True)
+        x, y = as_rep(x, f"X chunk {i}", copy=True), as_rep(y, f"Y chunk {i}", copy=True)
         if x.shape[0] != y.shape[0]:
             raise DataError(f"chunk {i} has {x.shape[0]} rows of X but {y.shape[0]} rows of Y",
                             hint="yield the same rows of X and Y in each step")

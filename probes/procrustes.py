@@ -20,21 +20,14 @@ from typing import Any
 import numpy as np
 
 from xlprobe.errors import DataError
+from xlprobe.probes.arrays import as_rep
 from xlprobe.registry import register_measure
 
 __all__ = ["procrustes_distance"]
 
 
 def _centred_unit(A: Any, name: str) -> np.ndarray:
-    try:
-        M = np.array(A, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{name} must be a numeric array [n, d]; got {type(A).__name__} ({exc})") from None
-    if M.ndim != 2 or M.shape[1] == 0:
-        raise DataError(f"{name} must be 2-D [n items, d >= 1 features]; got shape {M.shape}",
-                        hint="reshape a single feature to X[:, None]; pool token states to one row per item")
-    if not np.isfinite(M).all():
-        raise DataError(f"{name} contains NaN or inf", hint="check the activations (float16 overflow?)")
+    M = as_rep(A, name, copy=True)
     M -= M.mean(axis=0, keepdims=True)
     norm = np.linalg.norm(M)
     if not norm > 0:

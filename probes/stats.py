@@ -21,7 +21,6 @@ Randomness comes only from ``np.random.default_rng(seed)``.
 from __future__ import annotations
 
 import logging
-import numbers
 from collections.abc import Callable
 from statistics import NormalDist
 from typing import Any, NamedTuple
@@ -29,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from xlprobe.errors import ConfigError, DataError
+from xlprobe.probes.arrays import as_groups, check_int
 
 __all__ = ["bootstrap_ci", "paired_permutation_test", "BootstrapCI", "PermutationResult"]
 
@@ -53,23 +53,6 @@ class PermutationResult(NamedTuple):
     p_value: float
     n_perm: int
     exact: bool
-
-
-def _check_int(name: str, v: Any, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        raise ConfigError(f"{name} must be an integer >= {low}; got {v!r}")
-    return int(v)
-
-
-def _group_codes(groups: Any, n: int) -> np.ndarray:
-    """Integer codes 0..G-1 of a 1-D group array of length n."""
-    g = np.asarray(groups)
-    if g.ndim != 1 or g.shape[0] != n:
-        raise DataError(f"groups must be 1-D with one entry per item ({n}); got shape {g.shape}",
-                        hint="pass the parallel-group id of every item, in the order of the data")
-    if g.dtype == object and any(v is None for v in g):
-        raise DataError("groups contains None", hint="give every item a group, or pass groups=None")
-    return np.unique(g, return_inverse=True)[1].reshape(-1)
 
 
 class _GroupIndex:
@@ -148,7 +131,7 @@ def bootstrap_ci(stat_fn: Callable[..., Any], *arrays: Any, groups: Any = None, 
     if not callable(stat_fn):
         raise ConfigError(f"stat_fn must be callable; got {type(stat_fn).__name__}",
                           hint="bootstrap_ci(stat_fn, *arrays): the function comes first")
-    n_boot = _check_int("n_boot", n_boot, 1)
+    n_boot = check_int("n_boot", n_boot, 1)
     if not (isinstance(ci, (int, float)) and not isinstance(ci, bool) and 0 < ci < 1):
         raise ConfigError(f"ci must be a coverage in (0, 1); got {ci!r}", hint="ci=0.95 for a 95 % interval")
     if method not in ("percentile", "bca"):
@@ -163,7 +146,7 @@ def bootstrap_ci(stat_fn: Callable[..., Any], *arrays: Any, groups: Any = None, 
         raise DataError(f"the arrays must share their first (item) dimension; got lengths {lengths}",
                         hint="pass arrays with one row per item, in the same order")
     n = lengths[0]
-    index = None if groups is None else _GroupIndex(_group_codes(groups, n))
+    index = None if groups is None else _GroupIndex(as_groups(groups, n))
     units = n if index is None else index.n_groups
     if units < 2:
         raise DataError(f"bootstrap needs at least 2 {'items' if index is None else 'groups'}; got {units}")
@@ -247,7 +230,7 @@ def paired_permutation_test(a: Any, b: Any, *, n_perm: int = 10_000, seed: int =
     ConfigError
         On a bad ``n_perm`` or ``alternative``.
     """
-    n_perm = _check_int("n_perm", n_perm, 1)
+    n_perm = check_int("n_perm", n_perm, 1)
     if alternative not in ("two-sided", "greater", "less"):
         raise ConfigError(f"alternative must be 'two-sided', 'greater' or 'less'; got {alternative!r}")
     try:
@@ -264,7 +247,7 @@ def paired_permutation_test(a: Any, b: Any, *, n_perm: int = 10_000, seed: int =
     if groups is None:
         units = diff
     else:
-        units = np.bincount(_group_codes(groups, n), weights=diff)  # flipping a group flips its sum
+        units = np.bincount(as_groups(groups, n), weights=diff)  # flipping a group flips its sum
     observed = float(diff.mean())
     G = units.size
     scale = float(np.abs(units).sum()) / n

@@ -9,17 +9,41 @@ the module stays importable as ``from xlprobe.probes.cka import ...``.
 """
 from xlprobe.probes import cca as _cca  # noqa: F401  (registers svcca, pwcca)
 from xlprobe.probes import cka as _cka  # noqa: F401  (registers cka, cka.linear, cka.rbf)
+from xlprobe.probes import geometry as _geometry  # noqa: F401  (registers separability.*, geometry.*)
 from xlprobe.probes import procrustes as _procrustes  # noqa: F401  (registers procrustes)
+from xlprobe.probes import retrieval as _retrieval  # noqa: F401  (registers retrieval.p_at_1[.centered])
 from xlprobe.probes import stats as _stats  # noqa: F401  (no measures: CIs and tests)
 from xlprobe.probes.cca import cca_correlations, pwcca, svcca
 from xlprobe.probes.cka import cka, cka_from_store, cka_matrix, cka_streaming
+from xlprobe.probes.geometry import (
+    anisotropy,
+    centroid_distances,
+    effective_rank,
+    fisher_ratio,
+    knn_accuracy,
+    nearest_centroid_accuracy,
+    norm_stats,
+    silhouette,
+)
 from xlprobe.probes.procrustes import procrustes_distance
+from xlprobe.probes.retrieval import (
+    RetrievalResult,
+    cross_language_cka,
+    pair_rows,
+    retrieval_matrix,
+    retrieval_p_at_1,
+)
 from xlprobe.probes.stats import BootstrapCI, PermutationResult, bootstrap_ci, paired_permutation_test
 
 __all__ = [
     # similarity / distance between representations
     "cka", "cka_matrix", "cka_streaming", "cka_from_store", "svcca", "pwcca", "cca_correlations",
     "procrustes_distance",
+    # separability and geometry of one representation
+    "fisher_ratio", "silhouette", "knn_accuracy", "nearest_centroid_accuracy", "centroid_distances",
+    "effective_rank", "anisotropy", "norm_stats",
+    # cross-lingual alignment
+    "retrieval_matrix", "retrieval_p_at_1", "RetrievalResult", "cross_language_cka", "pair_rows",
     # uncertainty
     "bootstrap_ci", "paired_permutation_test", "BootstrapCI", "PermutationResult",
 ]

@@ -25,7 +25,7 @@ from xlprobe.hooks.batching import SideBatch, as_dataset, decoder_start, pad_id,
 from xlprobe.hooks.capture import Capture
 from xlprobe.hooks.encode import Encoded, check_tag_available, encode_decoder, encode_source
 from xlprobe.hooks.families import Family
-from xlprobe.hooks.memory import release_free_memory
+from xlprobe.hooks.memory import MemoryTrimmer
 from xlprobe.hooks.points import model_family, resolve_points
 from xlprobe.hooks.pooling import POOLED, pool
 from xlprobe.types import CapturePoint, Dataset, LayerSpec, Record, StoreKey
@@ -354,6 +354,7 @@ def _run_in_memory(points, pooling, chunks, order_key, batch_size, forward, src,
     layouts = ({p.name: _token_layout(_side_of(p, src, dec, src_is_decoder)) for p in points}
                if pooling == "tokens" else {})
     ctx, advance = _progress(progress, n)
+    trim = MemoryTrimmer()
     with ctx:
         for lo, hi in chunks:
             for idx in _batches(lo, hi, order_key, batch_size):
@@ -366,7 +367,8 @@ def _run_in_memory(points, pooling, chunks, order_key, batch_size, forward, src,
                     rows_idx = idx if pooling != "tokens" else _token_rows(layouts[p.name]["row_ptr"], idx)
                     out[p.name][rows_idx] = vals
                 advance(len(idx))
-            release_free_memory()
+                trim.after_batch()
+            trim.now()
     if pooling == "tokens":
         return {k: TokenStates(out[k], **layouts[k]) for k in out}
     return out
@@ -446,6 +448,7 @@ def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_
             log.info("resuming: %d of %d chunk(s) already committed", len(chunks) - len(todo_chunks), len(chunks))
         ctx, advance = _progress(progress, total)
         stack.enter_context(ctx)
+        trim = MemoryTrimmer()
         for c in todo_chunks:
             lo, hi = chunks[c]
             for idx in _batches(lo, hi, order_key, batch_size):
@@ -455,10 +458,11 @@ def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_
                         rows_idx = idx if pooling != "tokens" else _token_rows(ptrs[name], idx)
                         w.write(rows_idx, res[name])
                 advance(len(idx))
+                trim.after_batch()
             for name, w in writers.items():
                 if c in pending[name]:
                     w.commit(c)
-            release_free_memory()
+            trim.now()
         for w in writers.values():
             w.finalize()
     return [keys[p.name] for p in points]

@@ -253,9 +253,28 @@ def toy_train(
     _print_toy_summary(summary, out)
 
 
-def _print_toy_summary(summary: dict, out: Path) -> None:
+@toy_app.command("list")
+def toy_list() -> None:
+    """The shipped toy family: each checkpoint's stage, card numbers (chrF, losses) and folder."""
+    from xlprobe.toy.shipped import NAMES, card, path
+
+    try:
+        c = card()
+        folders = {n: path(n) for n in NAMES}
+    except XlprobeError as err:
+        _fail(err)
+    summary = {"stages": c["stages"],
+               "eval": {s: {"chrf": v["chrf"], "denoise_loss": v["denoise_loss"]} for s, v in c["stages"].items()}}
+    _print_toy_summary(summary, "shipped with xlprobe (see MODEL_CARD.md beside the weights)", footer=False)
+    for n in NAMES:
+        parent = c["stages"][n]["parent"]
+        console.print(f"toy:{n:<8} {c['stages'][n]['objective']:<11} from {parent or 'seed ' + str(c['seed']):<8} "
+                      f"{folders[n]}")
+
+
+def _print_toy_summary(summary: dict, out: Path | str, footer: bool = True) -> None:
     """Stages (steps, loss, speed) and each checkpoint's chrF and denoising loss, as tables."""
-    table = Table(title=f"toy family in {out}")
+    table = Table(title=f"toy family {out}" if not isinstance(out, Path) else f"toy family in {out}")
     for col in ("stage", "steps", "final loss", "tokens/s", "minutes"):
         table.add_column(col)
     for name, st in summary.get("stages", {}).items():
@@ -272,7 +291,8 @@ def _print_toy_summary(summary: dict, out: Path) -> None:
         table.add_row(name, *(f"{e['chrf'].get(d, float('nan')):.1f}" for d in dirs),
                       f"{sum(losses) / len(losses):.3f}" if losses else "-")
     console.print(table)
-    console.print(f"summary: {out / 'summary.json'}; checkpoints: {out / 'checkpoints'}")
+    if footer and isinstance(out, Path):
+        console.print(f"summary: {out / 'summary.json'}; checkpoints: {out / 'checkpoints'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

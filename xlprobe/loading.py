@@ -1,4 +1,7 @@
-"""Load a model and its tokenizer from a spec: a hub id, a local folder, or ``tiny:<family>``.
+"""Load a model and its tokenizer from a spec: a hub id, a local folder, ``toy:<name>`` or ``tiny:<family>``.
+
+``toy:lm``, ``toy:mt``, ``toy:lm-cont`` are the small mBART-style family shipped with the package
+(:mod:`xlprobe.toy.shipped`), loaded in float32 unless ``dtype`` says otherwise.
 
 ``tiny:<family>`` builds a small random model with a tokenizer trained here (offline, seconds): what the
 quickstart and tests use. Anything else goes through the Auto classes; offline, a hub id that is not
@@ -18,15 +21,23 @@ __all__ = ["load_model", "describe_points"]
 
 log = logging.getLogger(__name__)
 
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
 
 def load_model(spec: str, *, device: str = "cpu", dtype: str = "float32") -> tuple[torch.nn.Module, Any]:
     """``(model, tokenizer)`` for ``spec`` in eval mode on ``device``."""
     if not spec or not spec.strip():
-        raise ConfigError("empty model spec", hint="give a hub id, a local folder, or tiny:mbart")
+        raise ConfigError("empty model spec", hint="give a hub id, a local folder, toy:mt or tiny:mbart")
+    if dtype not in _TORCH_DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}", hint="choose one of " + ", ".join(_TORCH_DTYPES))
     if spec.startswith("tiny:"):
         from xlprobe.tiny import build
 
         model, tok = build(spec.split(":", 1)[1])
+    elif spec.startswith("toy:"):
+        from xlprobe.toy.shipped import load
+
+        model, tok = load(spec.split(":", 1)[1], dtype=_TORCH_DTYPES[dtype])
     else:
         model, tok = _load_auto(spec, dtype)
     model.to(device)
@@ -57,7 +68,7 @@ def _load_auto(spec: str, dtype: str) -> tuple[torch.nn.Module, Any]:
         cls = AutoModelForCausalLM
     else:
         cls = AutoModel
-    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    torch_dtype = _TORCH_DTYPES[dtype]
     path = str(local) if looks_local else spec
     try:
         model = cls.from_pretrained(path, dtype=torch_dtype)

@@ -65,7 +65,7 @@ def test_special_ids_and_codes(saved) -> None:
     """<s> <pad> </s> <unk> are 0-3; the 52 codes then <mask> follow the trained vocabulary."""
     _, tok, _ = saved
     assert [tok.convert_tokens_to_ids(s) for s in SPECIALS] == [0, 1, 2, 3]
-    assert (tok.cls_token_id, tok.pad_token_id, tok.eos_token_id) == (0, 1, 2)
+    assert (tok.bos_token_id, tok.cls_token_id, tok.pad_token_id, tok.eos_token_id) == (0, 0, 1, 2)
     assert len(tok.lang_code_to_id) == 52
     ids = sorted(tok.lang_code_to_id.values())
     assert ids == list(range(ids[0], ids[0] + 52))

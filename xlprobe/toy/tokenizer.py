@@ -68,7 +68,9 @@ def _canonical(tok: Tokenizer) -> Tokenizer:
 
 def wrap_mbart50(tok: Tokenizer, src_lang: str = "en_XX", tgt_lang: str = "fr_XX") -> MBart50Tokenizer:
     """Wrap a trained ``Tokenizer`` as transformers' mBART-50 tokenizer (codes + <mask> appended)."""
-    return MBart50Tokenizer(tokenizer_object=tok, src_lang=src_lang, tgt_lang=tgt_lang)
+    # bos_token is not a parameter of the class in transformers 5, but the hub checkpoints carry it in their
+    # config; without it tokenizer.bos_token_id is None where mBART-50 has 0
+    return MBart50Tokenizer(tokenizer_object=tok, src_lang=src_lang, tgt_lang=tgt_lang, bos_token="<s>")
 
 
 def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:

@@ -10,11 +10,14 @@ the module stays importable as ``from xlprobe.probes.cka import ...``.
 from xlprobe.probes import cca as _cca  # noqa: F401  (registers svcca, pwcca)
 from xlprobe.probes import cka as _cka  # noqa: F401  (registers cka, cka.linear, cka.rbf)
 from xlprobe.probes import geometry as _geometry  # noqa: F401  (registers separability.*, geometry.*)
+from xlprobe.probes import mdl as _mdl  # noqa: F401  (registers mdl.codelength, mdl.compression)
 from xlprobe.probes import procrustes as _procrustes  # noqa: F401  (registers procrustes)
 from xlprobe.probes import retrieval as _retrieval  # noqa: F401  (registers retrieval.p_at_1[.centered])
 from xlprobe.probes import stats as _stats  # noqa: F401  (no measures: CIs and tests)
 from xlprobe.probes.cca import cca_correlations, pwcca, svcca
 from xlprobe.probes.cka import cka, cka_from_store, cka_matrix, cka_streaming
+from xlprobe.probes.classifiers import LinearProbe, MLPProbe
+from xlprobe.probes.controls import control_task_labels, first_word_types, shuffled_labels
 from xlprobe.probes.geometry import (
     anisotropy,
     centroid_distances,
@@ -25,6 +28,8 @@ from xlprobe.probes.geometry import (
     norm_stats,
     silhouette,
 )
+from xlprobe.probes.mdl import MDLResult, online_codelength
+from xlprobe.probes.probing import probe_layers
 from xlprobe.probes.procrustes import procrustes_distance
 from xlprobe.probes.retrieval import (
     RetrievalResult,
@@ -36,6 +41,9 @@ from xlprobe.probes.retrieval import (
 from xlprobe.probes.stats import BootstrapCI, PermutationResult, bootstrap_ci, paired_permutation_test
 
 __all__ = [
+    # probes and their controls
+    "LinearProbe", "MLPProbe", "probe_layers", "shuffled_labels", "control_task_labels", "first_word_types",
+    "online_codelength", "MDLResult",
     # similarity / distance between representations
     "cka", "cka_matrix", "cka_streaming", "cka_from_store", "svcca", "pwcca", "cca_correlations",
     "procrustes_distance",

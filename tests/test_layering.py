@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {
     "tasks": {"xlprobe.types", "xlprobe.errors"},
     "hooks": {"xlprobe.types", "xlprobe.errors", "xlprobe.store", "xlprobe.fingerprint"},
-    "probes": {"xlprobe.types", "xlprobe.errors", "xlprobe.store", "xlprobe.registry", "xlprobe.results"},
+    "probes": {"xlprobe.types", "xlprobe.errors", "xlprobe.store", "xlprobe.registry", "xlprobe.results",
+               "xlprobe.tasks.splits"},
     "figures": {"xlprobe.types", "xlprobe.errors", "xlprobe.results"},
 }
 

@@ -1,0 +1,207 @@
+"""Fit a probe per layer (and per checkpoint) with group cross-validation and its controls; tidy rows out.
+
+For each layer, ``k`` folds split by group (a parallel group, or a book: never a verse on both sides)
+give every item one out-of-fold prediction. The reported value is the out-of-fold accuracy over all
+items; its interval is a cluster bootstrap over groups of the per-item correctness (the folds' models
+are held fixed: the interval covers the sampling of test items, not the refitting, as is usual for
+cross-validated accuracy). Controls run on the same folds:
+
+=================== ============================================================================
+``control``         what it is
+=================== ============================================================================
+``majority``        predict the training folds' most frequent class
+``shuffled``        the same probe on labels permuted across items (chance + memorisation)
+``control-task``    Hewitt & Liang control labels (one random label per type, see ``controls``)
+=================== ============================================================================
+
+and a ``selectivity`` row: task accuracy minus control-task accuracy, with a paired cluster bootstrap
+interval (the same resampled groups for both).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from xlprobe.errors import ConfigError, DataError
+from xlprobe.probes.arrays import as_rep, check_float, check_int
+from xlprobe.probes.classifiers import LinearProbe, MLPProbe
+from xlprobe.probes.controls import CONTROLS, control_task_labels, majority_predictions, shuffled_labels
+from xlprobe.probes.stats import bootstrap_ci
+from xlprobe.results import make_row, results_frame
+from xlprobe.tasks.splits import kfold_units
+
+__all__ = ["probe_layers", "cross_val_predict_groups", "probe_name"]
+
+log = logging.getLogger(__name__)
+
+
+def probe_name(probe: Any) -> str:
+    """The measure name of a probe's rows: ``probe.linear``, ``probe.mlp``, else ``probe.<class>``."""
+    if isinstance(probe, LinearProbe):
+        return "probe.linear"
+    if isinstance(probe, MLPProbe):
+        return "probe.mlp"
+    return f"probe.{type(probe).__name__.lower()}"
+
+
+def _fit(probe: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:
+    """Fit a clone of ``probe``, passing groups to xlprobe probes (the MLP keeps them whole when validating)."""
+    est = clone(probe)
+    if isinstance(est, (LinearProbe, MLPProbe)):
+        return est.fit(X, y, groups=groups)
+    return est.fit(X, y)
+
+
+def cross_val_predict_groups(probe: Any, X: Any, y: Any, groups: Any, folds: Sequence[tuple[np.ndarray, np.ndarray]]
+                             ) -> np.ndarray:
+    """Out-of-fold predictions of ``probe`` (cloned per fold) for every item of the folds' test sides."""
+    A = as_rep(X, "X", dtype=np.float32)
+    y = np.asarray(y)
+    g = np.asarray(groups)
+    pred = np.empty(len(y), dtype=y.dtype)
+    seen = np.zeros(len(y), dtype=bool)
+    for train, test in folds:
+        if np.unique(y[train]).size < 2:
+            pred[test] = majority_predictions(y[train], len(test))
+        else:
+            pred[test] = _fit(probe, A[train], y[train], g[train]).predict(A[test])
+        seen[test] = True
+    if not seen.all():
+        raise DataError(f"{int((~seen).sum())} item(s) are in no test fold", hint="folds must cover every item")
+    return pred
+
+
+def _interval(correct: np.ndarray, groups: np.ndarray, n_boot: int, ci: float, seed: int
+              ) -> tuple[float, float, float]:
+    """Accuracy of a 0/1 vector with a cluster-bootstrap interval over groups."""
+    if n_boot == 0:
+        return float(correct.mean()), float("nan"), float("nan")
+    r = bootstrap_ci(np.mean, correct.astype(np.float64), groups=groups, n_boot=n_boot, ci=ci, seed=seed)
+    return r.value, r.low, r.high
+
+
+def _layers(reps: Mapping[str, Any], checkpoint: str | None) -> list[tuple[str, str, Any]]:
+    """(checkpoint, layer, X) from ``{layer: X}`` or ``{checkpoint: {layer: X}}``."""
+    if not isinstance(reps, Mapping) or not reps:
+        raise DataError("reps must be a non-empty mapping {layer: X} or {checkpoint: {layer: X}}",
+                        hint="e.g. probe_layers(extract(model, tok, data, 'all'), y, groups)")
+    nested = all(isinstance(v, Mapping) for v in reps.values())
+    if nested:
+        return [(str(c), str(layer), X) for c, inner in reps.items() for layer, X in inner.items()]
+    return [(checkpoint or "model", str(layer), X) for layer, X in reps.items()]
+
+
+def probe_layers(
+    reps: Mapping[str, Any],
+    y: Any,
+    groups: Any,
+    *,
+    probe: Any = None,
+    task: str = "language",
+    checkpoint: str | None = None,
+    k: int = 5,
+    controls: Sequence[str] = CONTROLS,
+    types: Any = None,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Probe every layer with ``k``-fold group cross-validation and its controls; the tidy results table.
+
+    Parameters
+    ----------
+    reps : mapping
+        ``{layer: X [n, d]}`` (one checkpoint, named by ``checkpoint``, default "model") or
+        ``{checkpoint: {layer: X}}``;
+        every X holds the same n items in the same order (an ``Activations`` works as is).
+    y : array-like [n]
+        The task's labels (languages, genres, ...).
+    groups : array-like [n]
+        The unit no fold may split (parallel group or book); also the bootstrap's resampling unit.
+    probe : estimator, default ``LinearProbe()``
+        Any scikit-learn classifier; cloned for every fit.
+    task : str
+        Name of the task, written in the ``task`` column.
+    k : int, default 5
+        Number of folds (the same folds for every layer, checkpoint and control).
+    controls : sequence of str
+        Any of ``majority``, ``shuffled``, ``control-task`` (default: all three).
+    types : array-like [n], optional
+        Item types for the control task (e.g. ``first_word_types(texts)``). Required when
+        ``control-task`` is asked.
+    n_boot : int, default 1000
+        Bootstrap resamples for the intervals (0: no interval).
+    ci : float, default 0.95
+    seed : int, default 0
+        Seeds the folds, the shuffled labels, the control task, the bootstrap and the probe's own seed
+        (where it has one and was left at its default).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``checkpoint, layer, measure, value, ci_low, ci_high, n, task, control, seed``: measure
+        ``probe.linear`` (or ``probe.mlp``) for the task (control missing) and each control, and
+        ``probe.linear.selectivity`` (control ``control-task``).
+    """
+    probe = LinearProbe() if probe is None else probe
+    k = check_int("k", k, 2)
+    n_boot = check_int("n_boot", n_boot, 0)
+    ci = check_float("ci", ci, 0.0, 1.0, open_low=True, open_high=True)
+    bad = [c for c in controls if c not in CONTROLS]
+    if bad:
+        raise ConfigError(f"unknown control(s) {bad}", hint="choose from " + ", ".join(CONTROLS))
+    items = _layers(reps, checkpoint)
+    y = np.asarray(y)
+    n = len(y)
+    g = np.asarray(groups)
+    if g.ndim != 1 or len(g) != n:
+        raise DataError(f"groups must be 1-D with one entry per label ({n}); got shape {g.shape}",
+                        hint="pass the parallel-group (or book) id of every item")
+    if np.unique(y).size < 2:
+        raise DataError(f"y has a single class ({y[:1].tolist()}): nothing to probe",
+                        hint="check the data selection")
+    for c, layer, X in items:
+        if len(X) != n:
+            raise DataError(f"{c + ' ' if c else ''}layer {layer!r} has {len(X)} rows but y has {n}",
+                            hint="take every layer's activations on the same items as the labels")
+    if "control-task" in controls and types is None:
+        raise ConfigError("the control task needs item types (types=...)",
+                          hint="pass types=first_word_types(texts), or leave 'control-task' out of controls")
+    if "seed" in probe.get_params() and probe.get_params()["seed"] == 0 and seed != 0:
+        probe = clone(probe).set_params(seed=seed)
+    folds = kfold_units(g, k, seed)
+    _, gcodes = np.unique(g, return_inverse=True)
+    labels = {"task": y}
+    if "shuffled" in controls:
+        labels["shuffled"] = shuffled_labels(y, seed=seed)
+    if "control-task" in controls:
+        labels["control-task"] = control_task_labels(types, y, seed=seed)
+    name = probe_name(probe)
+    rows: list[dict] = []
+    for c, layer, X in items:
+        correct: dict[str, np.ndarray] = {}
+        for which, lab in labels.items():
+            pred = cross_val_predict_groups(probe, X, lab, g, folds)
+            correct[which] = pred == lab
+        if "majority" in controls:
+            pred = np.empty(n, dtype=y.dtype)
+            for train, test in folds:
+                pred[test] = majority_predictions(y[train], len(test))
+            correct["majority"] = pred == y
+        base = dict(checkpoint=c, layer=layer, n=n, task=task, seed=seed)
+        for which in ("task", *[x for x in CONTROLS if x in correct]):
+            value, lo, hi = _interval(correct[which], gcodes, n_boot, ci, seed)
+            rows.append(make_row(measure=name, value=value, ci_low=lo, ci_high=hi,
+                                 control=None if which == "task" else which, **base))
+        if "control-task" in correct:
+            diff = correct["task"].astype(np.float64) - correct["control-task"]
+            value, lo, hi = _interval(diff, gcodes, n_boot, ci, seed)
+            rows.append(make_row(measure=f"{name}.selectivity", value=value, ci_low=lo, ci_high=hi,
+                                 control="control-task", **base))
+        log.info("%s %s: %s %.3f", c, layer, name, float(correct["task"].mean()))
+    return results_frame(rows)

@@ -1,0 +1,125 @@
+"""probe_layers and its controls: tidy rows, group folds, controls that behave as controls should."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xlprobe.errors import ConfigError, DataError
+from xlprobe.probes import LinearProbe, MLPProbe, probe_layers
+from xlprobe.probes.controls import (
+    control_task_labels,
+    first_word_types,
+    majority_predictions,
+    shuffled_labels,
+)
+from xlprobe.probes.probing import cross_val_predict_groups
+from xlprobe.results import RESULT_COLUMNS
+from xlprobe.tasks.splits import kfold_units
+
+
+def parallel(n_groups: int = 150, n_langs: int = 4, d: int = 16, sep: float = 1.0, seed: int = 0):
+    """Items = verses x languages; X = language vector + noise."""
+    rng = np.random.default_rng(seed)
+    langs = np.tile(np.arange(n_langs), n_groups)
+    groups = np.repeat(np.arange(n_groups), n_langs)
+    X = rng.normal(size=(n_langs, d))[langs] * sep + rng.normal(size=(len(langs), d))
+    return X, langs, groups, rng
+
+
+def test_rows_controls_and_selectivity():
+    X, y, g, rng = parallel()
+    noise = rng.normal(size=X.shape)
+    types = rng.integers(0, 30, len(y))
+    df = probe_layers({"encoder.0": X, "encoder.1": noise}, y, g, types=types, n_boot=200, checkpoint="toy:mt")
+    assert list(df.columns[:len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
+    assert len(df) == 2 * 5 and set(df.checkpoint) == {"toy:mt"} and (df.n == len(y)).all()
+    v = df.set_index(["layer", "measure", "control"], drop=False)
+    task = df[df.control.isna()].set_index("layer").value
+    assert task["encoder.0"] > 0.9 and abs(task["encoder.1"] - 0.25) < 0.08
+    maj = df[df.control == "majority"].value
+    assert np.allclose(maj, 0.25)
+    shuf = df[df.control == "shuffled"].value
+    assert (abs(shuf - 0.25) < 0.08).all()
+    sel = df[df.measure == "probe.linear.selectivity"].set_index("layer")
+    assert sel.loc["encoder.0", "value"] > 0.5
+    assert (df.ci_low <= df.value + 1e-12).all() and (df.value <= df.ci_high + 1e-12).all()
+    assert len(v) == len(df)
+
+
+def test_selectivity_near_zero_when_the_task_is_the_control():
+    """A task that is itself a function of the type: the probe learns it exactly as the control task."""
+    rng = np.random.default_rng(1)
+    n_types, n = 12, 1200
+    types = rng.integers(0, n_types, n)
+    X = np.eye(n_types)[types] * 3 + rng.normal(size=(n, n_types)) * 0.1
+    y = control_task_labels(types, rng.integers(0, 3, n), seed=99)  # labels are a random function of type
+    df = probe_layers({"l": X}, y, np.arange(n), types=types, n_boot=300, seed=0)
+    sel = df[df.measure == "probe.linear.selectivity"].iloc[0]
+    assert abs(sel.value) < 0.05 and sel.ci_low <= 0 <= sel.ci_high + 0.02
+
+
+def test_nested_mapping_of_checkpoints_and_mlp_probe():
+    X, y, g, _ = parallel(n_groups=60)
+    df = probe_layers({"lm": {"enc.0": X}, "mt": {"enc.0": X * 2}}, y, g, probe=MLPProbe(hidden=16, max_epochs=20),
+                      controls=("majority",), n_boot=0)
+    assert set(df.checkpoint) == {"lm", "mt"} and set(df.measure) == {"probe.mlp"}
+    assert df.ci_low.isna().all()
+
+
+def test_folds_never_split_a_group():
+    _, y, g, _ = parallel(n_groups=40)
+    folds = kfold_units(g, 5, seed=3)
+    assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(len(y)))
+    for tr, te in folds:
+        assert not set(g[tr]) & set(g[te])
+    assert [te.tolist() for _, te in folds] == [te.tolist() for _, te in kfold_units(g, 5, seed=3)]
+
+
+def test_group_leak_is_what_group_folds_prevent():
+    """Items of a group share a vector: item-level folds would score the memorised group, group folds cannot."""
+    rng = np.random.default_rng(2)
+    g = np.repeat(np.arange(100), 4)
+    y = np.repeat(rng.integers(0, 2, 100), 4)  # label of the group, no signal beyond the group's identity
+    X = rng.normal(size=(100, 128))[g] * 3 + rng.normal(size=(400, 128)) * 0.05  # 100 points in 128-d: separable
+    grouped = (cross_val_predict_groups(LinearProbe(), X, y, g, kfold_units(g, 5)) == y).mean()
+    leaky = (cross_val_predict_groups(LinearProbe(), X, y, g, kfold_units(np.arange(400), 5)) == y).mean()
+    assert leaky > grouped + 0.1 and grouped < 0.7
+
+
+def test_control_helpers():
+    y = np.array(list("aabbbc"))
+    assert majority_predictions(y, 3).tolist() == ["b"] * 3
+    s = shuffled_labels(y, seed=1)
+    assert sorted(s) == sorted(y) and shuffled_labels(y, seed=1).tolist() == s.tolist()
+    types = np.array(["x", "y", "x", "z", "y", "x"])
+    c = control_task_labels(types, y, seed=0)
+    assert set(c) <= set(y) and len({c[i] for i in (0, 2, 5)}) == 1 and c[1] == c[4]
+    assert first_word_types(["And God said", "«Et Dieu dit»", "  ", "Und"]).tolist() == ["and", "et", "<none>", "und"]
+    with pytest.raises(DataError, match="one entry per label"):
+        control_task_labels(types[:3], y)
+
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    (dict(controls=("majority", "oracle")), ConfigError, "unknown control"),
+    (dict(controls=("control-task",)), ConfigError, "needs item types"),
+    (dict(k=1), ConfigError, "k must be"),
+    (dict(n_boot=-1), ConfigError, "n_boot"),
+])
+def test_bad_settings(kwargs, err, match):
+    X, y, g, _ = parallel(n_groups=20)
+    with pytest.raises(err, match=match):
+        probe_layers({"l": X}, y, g, **kwargs)
+
+
+def test_bad_data():
+    X, y, g, _ = parallel(n_groups=20)
+    with pytest.raises(DataError, match="has 79 rows but y has 80"):
+        probe_layers({"l": X[:-1]}, y, g, controls=("majority",))
+    with pytest.raises(DataError, match="single class"):
+        probe_layers({"l": X}, np.zeros(len(y)), g, controls=("majority",))
+    with pytest.raises(DataError, match="groups must be"):
+        probe_layers({"l": X}, y, g[:5], controls=("majority",))
+    with pytest.raises(DataError, match="non-empty mapping"):
+        probe_layers({}, y, g)
+    with pytest.raises(DataError, match="only 3 distinct unit"):
+        probe_layers({"l": X[:12]}, y[:12], g[:12], controls=("majority",))

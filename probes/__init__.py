@@ -39,11 +39,12 @@ from xlprobe.probes.retrieval import (
     retrieval_p_at_1,
 )
 from xlprobe.probes.stats import BootstrapCI, PermutationResult, bootstrap_ci, paired_permutation_test
+from xlprobe.probes.transfer import transfer_probe
 
 __all__ = [
     # probes and their controls
     "LinearProbe", "MLPProbe", "probe_layers", "shuffled_labels", "control_task_labels", "first_word_types",
-    "online_codelength", "MDLResult",
+    "online_codelength", "MDLResult", "transfer_probe",
     # similarity / distance between representations
     "cka", "cka_matrix", "cka_streaming", "cka_from_store", "svcca", "pwcca", "cca_correlations",
     "procrustes_distance",

@@ -7,7 +7,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -170,6 +170,52 @@ def capture(
     langs = sorted({r.lang for r in ds})
     console.print(f"{len(ds)} texts in {len(langs)} language(s) ({', '.join(langs)}), dataset {ds.fingerprint}, "
                   f"{time.perf_counter() - t0:.1f}s")
+
+
+@app.command()
+def probe(
+    run_dir: Path = typer.Argument(..., help="Activation store written by `xlprobe capture --out`."),
+    task: str = typer.Option("language", "--task", "-t", help="language, or a record label (testament, genre, book)."),
+    probe_name: str = typer.Option("linear", "--probe", help="linear | mlp"),
+    pooling: str = typer.Option("mean", "--pooling", "-p", help="Which shards to probe (tag shards are added)."),
+    by: str = typer.Option("group", "--by", help="Fold unit: group (parallel verse), chapter, book or a label."),
+    k: int = typer.Option(5, "--folds", "-k"),
+    controls: str = typer.Option("majority,shuffled,control-task", "--controls", help="Comma-separated; '' for none."),
+    n_boot: int = typer.Option(1000, "--n-boot"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default: RUN_DIR)."),
+) -> None:
+    """Probe every captured layer (with its controls) and write results.parquet and results.csv."""
+    from xlprobe.runs import probe_run
+
+    t0 = time.perf_counter()
+    try:
+        df = probe_run(run_dir, task=task, probe=probe_name, pooling=pooling, by=by, k=k, n_boot=n_boot, seed=seed,
+                       controls=[c.strip() for c in controls.split(",") if c.strip()], out=out)
+    except XlprobeError as err:
+        _fail(err)
+    console.print(_probe_table(df, f"{task} probe ({probe_name}): accuracy ± half the 95% CI, controls, selectivity"))
+    console.print(f"{len(df)} rows -> {(out or run_dir) / 'results.parquet'} and results.csv "
+                  f"({time.perf_counter() - t0:.1f}s)")
+
+
+def _probe_table(df: Any, title: str) -> Table:
+    """One line per (checkpoint, layer, pooling): task accuracy, each control, selectivity."""
+    def fmt(rows: Any) -> str:
+        if rows.empty:
+            return "-"
+        r = rows.iloc[0]
+        return f"{r.value:.3f}" + ("" if r.ci_low != r.ci_low else f" ±{(r.ci_high - r.ci_low) / 2:.3f}")
+
+    table = Table(title=title)
+    for col in ("checkpoint", "layer", "pooling", "task", "majority", "shuffled", "control task", "selectivity"):
+        table.add_column(col, no_wrap=col in ("checkpoint", "layer"))
+    for (ckpt, layer, pool), g in df.groupby(["checkpoint", "layer", "pooling"], sort=False):
+        sel = g.measure.str.endswith(".selectivity")
+        acc = g[~sel]
+        table.add_row(str(ckpt), str(layer), str(pool), fmt(acc[acc.control.isna()]),
+                      *(fmt(acc[acc.control == c]) for c in ("majority", "shuffled", "control-task")), fmt(g[sel]))
+    return table
 
 
 @app.command()

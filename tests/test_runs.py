@@ -1,0 +1,68 @@
+"""`xlprobe probe RUN_DIR`: probe suites over a captured store, with the tag baseline and controls."""
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from xlprobe.cli import app
+from xlprobe.errors import DataError, StoreError
+from xlprobe.results import read_results
+from xlprobe.runs import labels_for, probe_run
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    base = ["--model", "tiny:mbart", "--data", "bible:en,fr,de?books=Ruth", "--limit", "40", "--out", str(out)]
+    res = runner.invoke(app, ["capture", *base, "--layers", "encoder.0,encoder.1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["capture", *base, "--layers", "encoder.0", "--pooling", "tag"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_probe_run_writes_rows_for_every_layer_control_and_the_tag_baseline(run_dir):
+    df = probe_run(run_dir, n_boot=50, k=4)
+    assert set(zip(df.layer, df.pooling)) == {("encoder.0", "mean"), ("encoder.1", "mean"), ("encoder.0", "tag")}
+    assert set(df.control.dropna()) == {"majority", "shuffled", "control-task"}
+    assert set(df.checkpoint) == {"tiny:mbart"} and (df.n == 120).all() and set(df.task) == {"language"}
+    tag = df[(df.pooling == "tag") & df.control.isna() & (df.measure == "probe.linear")].value.iloc[0]
+    assert tag > 0.95  # the language code alone identifies the language: the baseline a text probe must beat
+    saved = read_results(run_dir / "results.parquet")
+    assert len(saved) == len(df) and (run_dir / "results.csv").is_file()
+
+
+def test_cli_probe_prints_the_table_and_writes_results(run_dir, tmp_path):
+    res = runner.invoke(app, ["probe", str(run_dir), "--task", "language", "--n-boot", "20", "--folds", "3",
+                              "--controls", "majority", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "encoder.1" in res.output and (tmp_path / "results.parquet").is_file()
+    assert set(read_results(tmp_path / "results.parquet").control.dropna()) == {"majority"}
+
+
+def test_unknown_task_lists_the_labels(run_dir):
+    with pytest.raises(DataError, match="task 'sentiment'") as err:
+        probe_run(run_dir, task="sentiment", n_boot=0)
+    assert "testament" in err.value.hint and "genre" in err.value.hint
+
+
+def test_not_a_store_and_missing_pooling(run_dir, tmp_path):
+    with pytest.raises(StoreError, match="not an activation store"):
+        probe_run(tmp_path)
+    with pytest.raises(StoreError, match="no shards with pooling 'max'") as err:
+        probe_run(run_dir, pooling="max")
+    assert "mean" in err.value.hint
+    res = runner.invoke(app, ["probe", str(tmp_path)])
+    assert res.exit_code == 2 and "not an activation store" in res.output
+
+
+def test_labels_for_language_and_labels(run_dir):
+    from xlprobe.store import ActivationStore
+
+    store = ActivationStore.open(run_dir)
+    data = store.records(store.keys()[0].data)
+    assert set(labels_for(data, "language")) == {"en", "fr", "de"}
+    testament = labels_for(data, "testament")
+    assert testament.tolist() == [str(r.labels["testament"]) for r in data] and len(set(testament)) == 1  # Ruth

@@ -1,0 +1,126 @@
+"""Probe suites over a captured run: read an activation store, probe every layer of every model, write results.
+
+A *run* is an activation store written by ``xlprobe capture`` (or ``extract(..., store=...)``): shards per
+(model, point, pooling, dataset) and the dataset's records. :func:`probe_run` groups the shards by model
+and dataset, takes the labels of ``task`` from the records (``language`` is each record's language; any
+other task is a record label such as ``testament`` or ``genre``), folds by parallel group (or book), and
+calls :func:`xlprobe.probes.probe_layers` with its controls. Shards captured with ``tag`` pooling for the
+same model and data are probed too (rows with ``pooling = tag``): the language-tag-only baseline, since a
+probe that reads only the tag learns nothing about the text.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from xlprobe.errors import ConfigError, DataError, StoreError
+from xlprobe.types import Dataset
+
+__all__ = ["probe_run", "labels_for", "PROBES"]
+
+log = logging.getLogger(__name__)
+
+#: Probe names the CLI accepts.
+PROBES = ("linear", "mlp")
+
+
+def labels_for(data: Dataset, task: str) -> np.ndarray:
+    """The label of every record for ``task``: its language, or one of its labels."""
+    if task in ("language", "lang"):
+        return np.asarray([r.lang for r in data], dtype=object)
+    missing = [r.id for r in data if task not in r.labels]
+    if missing:
+        have = sorted({k for r in data for k in r.labels})
+        raise DataError(f"task {task!r} is not a label of {len(missing)} record(s) (first: {missing[:3]})",
+                        hint="tasks: language, " + ", ".join(have) if have else "this dataset has no labels")
+    return np.asarray([str(r.labels[task]) for r in data], dtype=object)
+
+
+def _make_probe(name: str, seed: int) -> Any:
+    from xlprobe.probes import LinearProbe, MLPProbe
+
+    if name == "linear":
+        return LinearProbe(seed=seed)
+    if name == "mlp":
+        return MLPProbe(seed=seed)
+    raise ConfigError(f"unknown probe {name!r}", hint="choose one of " + ", ".join(PROBES))
+
+
+def probe_run(
+    run_dir: str | Path,
+    *,
+    task: str = "language",
+    probe: str = "linear",
+    pooling: str = "mean",
+    by: str = "group",
+    k: int = 5,
+    controls: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    out: str | Path | None = None,
+) -> pd.DataFrame:
+    """Probe every layer of every model in the store at ``run_dir``; write and return the results table.
+
+    Parameters
+    ----------
+    run_dir : path
+        The activation store.
+    task : str
+        ``language`` or a record label (``testament``, ``genre``, ``book`` ...).
+    probe : {"linear", "mlp"}
+    pooling : str
+        Which shards to probe (``tag`` shards of the same model are added as the tag baseline).
+    by : str
+        Fold unit: ``group`` (parallel group), ``book``, ``chapter`` or a label name.
+    k, controls, n_boot, seed
+        As :func:`xlprobe.probes.probe_layers` (controls default to all three).
+    out : path, optional
+        Folder for ``results.parquet`` / ``results.csv`` (default ``run_dir``).
+    """
+    from xlprobe.probes import probe_layers
+    from xlprobe.probes.controls import CONTROLS, first_word_types
+    from xlprobe.results import write_results
+    from xlprobe.store import ActivationStore
+    from xlprobe.tasks.splits import group_ids
+
+    store_path = Path(run_dir)
+    if not (store_path / "manifest.json").is_file():
+        raise StoreError(f"{str(store_path)!r} is not an activation store (no manifest.json)",
+                         hint="give the --out folder of `xlprobe capture`")
+    store = ActivationStore.open(store_path)
+    keys = store.keys(pooling=pooling)
+    if not keys:
+        have = sorted({k.pooling for k in store.keys()})
+        raise StoreError(f"the store has no shards with pooling {pooling!r}",
+                         hint=f"poolings present: {', '.join(have) or 'none'}; capture with --pooling {pooling}")
+    est = _make_probe(probe, seed)
+    controls = tuple(CONTROLS if controls is None else controls)
+    frames = []
+    combos = list(dict.fromkeys((k.model, k.data) for k in keys))
+    for model_fp, data_fp in combos:
+        data = store.records(data_fp)
+        y = labels_for(data, task)
+        groups = group_ids(data, by)
+        types = first_word_types(data.texts) if "control-task" in controls else None
+        for pool in dict.fromkeys([pooling, "tag"]):
+            these = store.keys(model=model_fp, data=data_fp, pooling=pool)
+            if not these:
+                continue
+            info = store.entry(these[0]).get("info", {})
+            checkpoint = str(info.get("model_spec") or info.get("model") or model_fp)
+            reps = {store.entry(key).get("info", {}).get("alias") or key.point: store.read(key) for key in these}
+            log.info("probing %s (%s pooling): %d layers, %d items, task %s", checkpoint, pool, len(reps), len(y),
+                     task)
+            df = probe_layers(reps, y, groups, probe=est, task=task, checkpoint=checkpoint, k=k,
+                              controls=controls, types=types, n_boot=n_boot, seed=seed)
+            df["pooling"] = pool
+            df["data"] = data_fp
+            frames.append(df)
+    results = pd.concat(frames, ignore_index=True)
+    write_results(results, out or store_path)
+    return results

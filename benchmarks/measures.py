@@ -7,7 +7,10 @@ Run by hand (not part of the test suite)::
     python benchmarks/measures.py --quick         # n = 4k, d = 512; memory at 4k and 20k rows (~1 minute)
     python benchmarks/measures.py --json out.json # also write the numbers as JSON
 
-Only CKA is covered so far (probe timings will join later).
+3. Probes. Linear language probes over all layers of a synthetic parallel corpus (groups x languages,
+   a language signal that rises and falls across layers): ``xlprobe.probes.LinearProbe`` against
+   ``StandardScaler`` + scikit-learn ``LogisticRegression`` (lbfgs) at the same C, same train / test
+   split by group; total time over the layers in ABBA rounds, and the per-layer test accuracies.
 
 1. Time. ``xlprobe.probes.cka`` (linear, feature-space form, float64) against a plain numpy n x n Gram
    implementation on the same float32 data: K = X X', L = Y Y' in float64, centred by subtracting
@@ -46,8 +49,10 @@ from typing import Any
 import numpy as np
 
 PLANS = {
-    "full": {"n": 10_000, "d": 1024, "rounds": 3, "mem_n": (10_000, 50_000), "chunk_rows": 4096},
-    "quick": {"n": 4_000, "d": 512, "rounds": 3, "mem_n": (4_000, 20_000), "chunk_rows": 2048},
+    "full": {"n": 10_000, "d": 1024, "rounds": 3, "mem_n": (10_000, 50_000), "chunk_rows": 4096,
+             "probe": {"groups": 625, "langs": 8, "d": 1024, "layers": 13, "rounds": 2}},
+    "quick": {"n": 4_000, "d": 512, "rounds": 3, "mem_n": (4_000, 20_000), "chunk_rows": 2048,
+              "probe": {"groups": 250, "langs": 8, "d": 256, "layers": 6, "rounds": 2}},
 }
 
 
@@ -127,6 +132,70 @@ def time_pair(fast: Callable[[], float], slow: Callable[[], float], rounds: int)
             "value_fast": v_fast, "value_slow": v_slow, "abs_diff": abs(v_fast - v_slow)}
 
 
+# ------------------------------------------------------------------------------------------------ probes
+def probe_layers_data(groups: int, langs: int, d: int, layers: int, seed: int = 0
+                      ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Per-layer float32 arrays of parallel items (groups x langs) whose language signal rises then falls.
+
+    Each item = its group's content (shared by its translations) + its language's direction scaled by a
+    layer-dependent strength + noise, so a language probe meets easy and hard layers, as in a real model.
+    Returns (layers, y, train mask, test mask): the last 20 % of the groups are the test items.
+    """
+    rng = np.random.default_rng(seed)
+    content = rng.normal(size=(groups, d)).astype(np.float32)
+    lang_dir = rng.normal(size=(langs, d)).astype(np.float32)
+    y = np.tile(np.arange(langs), groups)
+    g = np.repeat(np.arange(groups), langs)
+    strength = 0.03 + 0.2 * np.sin(np.linspace(0.2, np.pi - 0.2, layers))
+    out = []
+    for s in strength:
+        X = content[g] + s * lang_dir[y] + rng.normal(size=(len(y), d)).astype(np.float32) * 1.5
+        out.append(X.astype(np.float32))
+    test = g >= int(groups * 0.8)
+    return out, y, ~test, test
+
+
+def bench_probes(plan: dict[str, Any]) -> dict[str, Any]:
+    """All layers: xlprobe LinearProbe vs StandardScaler + scikit-learn LogisticRegression, same arrays and C.
+
+    Both fit multinomial L2 logistic regression with C = 1 on standardised features, each with its own
+    default stopping rule; the comparison is total fitting time over all layers (paired ABBA rounds) and
+    the largest per-layer difference in test accuracy.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from xlprobe.probes import LinearProbe
+
+    layers, y, train, test = probe_layers_data(plan["groups"], plan["langs"], plan["d"], plan["layers"])
+    acc: dict[str, list[float]] = {"xlprobe": [], "sklearn": []}
+
+    def run(kind: str) -> float:
+        accs = []
+        for X in layers:
+            est = LinearProbe() if kind == "xlprobe" else make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            est.fit(X[train], y[train])
+            accs.append(float(est.score(X[test], y[test])))
+        acc[kind] = accs
+        return float(np.mean(accs))
+
+    print(f"  timing probes over {plan['layers']} layers: n = {int(train.sum())} train / {int(test.sum())} test, "
+          f"d = {plan['d']}, {plan['langs']} classes, {plan['rounds']} rounds ...", flush=True)
+    res = time_pair(lambda: run("xlprobe"), lambda: run("sklearn"), plan["rounds"])
+    diffs = [100 * (a - b) for a, b in zip(acc["xlprobe"], acc["sklearn"])]
+    # the optimum both approximate: scikit-learn run to a tight tolerance (untimed)
+    ref = []
+    for X in layers:
+        sc = StandardScaler().fit(X[train])
+        lr = LogisticRegression(max_iter=20000, tol=1e-9).fit(sc.transform(X[train]), y[train])
+        ref.append(float(lr.score(sc.transform(X[test]), y[test])))
+    off = {k: float(np.max(np.abs(100 * (np.array(acc[k]) - np.array(ref))))) for k in acc}
+    return {**plan, "n_train": int(train.sum()), "n_test": int(test.sum()), **res, "acc_xlprobe": acc["xlprobe"],
+            "acc_sklearn": acc["sklearn"], "acc_reference": ref, "max_abs_acc_diff_points": float(np.max(np.abs(diffs))),
+            "max_abs_diff_vs_reference_points": off}
+
+
 # ------------------------------------------------------------------------------------------------ memory
 def child_memory(args: argparse.Namespace) -> None:
     """In a fresh process: one CKA computation from the store; print its peak memory as JSON."""
@@ -196,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     p.add_argument("--rounds", type=int, help="timed rounds (default: the plan's)")
     p.add_argument("--textbook", action="store_true", help="also time the literal tr(KHLH) form once")
-    p.add_argument("--skip", nargs="*", default=[], choices=["time", "memory"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["time", "memory", "probes"])
     p.add_argument("--json", type=Path, help="write the results as JSON to this path")
     p.add_argument("--child", choices=["in_memory", "streaming", "gram"], help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
@@ -216,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     start_load = os.getloadavg()
     results: dict[str, Any] = {"date": date.today().isoformat(), "plan": plan, "python": platform.python_version(),
                                "numpy": np.__version__, "cores": os.cpu_count(), "loadavg_start": start_load}
-    print(f"measures benchmark (CKA); {_load_note(start_load)}", flush=True)
+    print(f"measures benchmark (CKA, probes); {_load_note(start_load)}", flush=True)
     t_start = time.perf_counter()
     if "time" not in args.skip:
         n, d = plan["n"], plan["d"]
@@ -230,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             results["time"]["textbook_s"] = time.perf_counter() - t0
             results["time"]["textbook_abs_diff"] = abs(v - results["time"]["value_fast"])
         del X, Y
+    if "probes" not in args.skip:
+        results["probes"] = bench_probes(plan["probe"])
     if "memory" not in args.skip:
         results["memory"] = bench_memory(plan["mem_n"], plan["d"], plan["chunk_rows"])
     results["loadavg_end"] = os.getloadavg()
@@ -256,6 +327,20 @@ def report(r: dict[str, Any]) -> None:
             print(f"  literal tr(K H L H), once: {t['textbook_s']:.1f} s "
                   f"({t['textbook_s'] / statistics.median(t['fast_s']):.0f}x the feature form); "
                   f"|difference| {t['textbook_abs_diff']:.1e}")
+    if "probes" in r:
+        q = r["probes"]
+        print(f"linear probes over {q['layers']} layers (n = {q['n_train']} train / {q['n_test']} test, d = {q['d']}, "
+              f"{q['langs']} classes, C = 1)")
+        print(f"  xlprobe LinearProbe (L-BFGS, float32):       median {statistics.median(q['fast_s']):7.2f} s   "
+              f"rounds {', '.join(f'{s:.2f}' for s in q['fast_s'])}")
+        print(f"  sklearn StandardScaler + LogisticRegression: median {statistics.median(q['slow_s']):7.2f} s   "
+              f"rounds {', '.join(f'{s:.2f}' for s in q['slow_s'])}")
+        print(f"  ratio sklearn / xlprobe: {q['ratio_median']:.2f}x (goal >= 1); test accuracy per layer xlprobe "
+              f"{', '.join(f'{a:.3f}' for a in q['acc_xlprobe'])}; sklearn {', '.join(f'{a:.3f}' for a in q['acc_sklearn'])}; "
+              f"largest difference {q['max_abs_acc_diff_points']:.2f} points (goal <= 0.5)")
+        ref = q["max_abs_diff_vs_reference_points"]
+        print(f"  against the optimum (scikit-learn at tol 1e-9): xlprobe off by at most {ref['xlprobe']:.2f} points, "
+              f"scikit-learn (default tol 1e-4) by {ref['sklearn']:.2f}")
     if "memory" in r:
         print("peak memory of one CKA call from an ActivationStore (fresh process each; MiB above the RSS after imports)")
         print(f"  {'n':>7} {'d':>5} {'2 shards':>9} {'mode':>10} {'peak RSS':>9} {'tracemalloc':>12} {'seconds':>8}  value")

@@ -140,7 +140,7 @@ class LinearProbe(_TorchProbe):
         Reweight classes in the loss.
     max_iter : int, default 500
         L-BFGS iterations at most (a ``ConvergenceWarning`` when reached).
-    tol : float, default 1e-5
+    tol : float, default 1e-6
         Stop when the largest gradient entry of the mean loss falls below ``tol``.
     seed : int, default 0
         Unused by the (convex, zero-initialised) fit; kept so every probe takes a seed.
@@ -153,7 +153,7 @@ class LinearProbe(_TorchProbe):
     """
 
     def __init__(self, C: float = 1.0, *, standardize: bool = True, class_weight: Any = None,
-                 max_iter: int = 500, tol: float = 1e-5, seed: int = 0, device: str = "cpu") -> None:
+                 max_iter: int = 500, tol: float = 1e-6, seed: int = 0, device: str = "cpu") -> None:
         self.C = C
         self.standardize = standardize
         self.class_weight = class_weight

@@ -27,7 +27,7 @@ def test_probe_run_writes_rows_for_every_layer_control_and_the_tag_baseline(run_
     df = probe_run(run_dir, n_boot=50, k=4)
     assert set(zip(df.layer, df.pooling)) == {("encoder.0", "mean"), ("encoder.1", "mean"), ("encoder.0", "tag")}
     assert set(df.control.dropna()) == {"majority", "shuffled", "control-task"}
-    assert set(df.checkpoint) == {"tiny:mbart"} and (df.n == 120).all() and set(df.task) == {"language"}
+    assert set(df.checkpoint) == {"tiny:mbart"} and (df.n == 120).all() and set(df.task.dropna()) == {"language"}
     tag = df[(df.pooling == "tag") & df.control.isna() & (df.measure == "probe.linear")].value.iloc[0]
     assert tag > 0.95  # the language code alone identifies the language: the baseline a text probe must beat
     saved = read_results(run_dir / "results.parquet")
@@ -66,3 +66,29 @@ def test_labels_for_language_and_labels(run_dir):
     assert set(labels_for(data, "language")) == {"en", "fr", "de"}
     testament = labels_for(data, "testament")
     assert testament.tolist() == [str(r.labels["testament"]) for r in data] and len(set(testament)) == 1  # Ruth
+
+
+def test_per_layer_measures_are_added_and_can_be_switched_off(run_dir, tmp_path):
+    df = probe_run(run_dir, n_boot=0, k=4, controls=(), out=tmp_path)
+    mean = df[df.pooling == "mean"]
+    for name in ("separability.knn", "separability.fisher", "geometry.effective_rank", "retrieval.p_at_1.centered"):
+        assert set(mean[mean.measure == name].layer) == {"encoder.0", "encoder.1"}, name
+    assert set(mean[mean.measure == "retrieval.p_at_1"].task) == {"language"}
+    none = probe_run(run_dir, n_boot=0, k=4, controls=(), measures=(), out=tmp_path)
+    assert set(none.measure) == {"probe.linear"}
+    with pytest.raises(Exception, match="cka"):
+        probe_run(run_dir, n_boot=0, k=4, controls=(), measures=("cka.linear",), out=tmp_path)
+
+
+def test_similarity_between_checkpoints(tmp_path):
+    base = ["--data", "bible:en,fr?books=Ruth", "--limit", "20", "--out", str(tmp_path), "--layers", "encoder.*"]
+    for spec in ("tiny:mbart", "tiny:mbart"):  # the same model twice adds nothing: one checkpoint
+        assert runner.invoke(app, ["capture", "--model", spec, *base]).exit_code == 0
+    res = runner.invoke(app, ["similarity", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    sim = read_results(tmp_path / "similarity.parquet")
+    assert set(sim.checkpoint) == {"tiny:mbart"} == set(sim.ref_checkpoint)
+    diag = sim[sim.layer == sim.ref_layer]
+    assert len(diag) == 4 and (abs(diag.value - 1) < 1e-9).all()
+    off = sim[sim.layer != sim.ref_layer]
+    assert (off.value < 1).all() and (off.value > 0).all() and (sim.n == 40).all()

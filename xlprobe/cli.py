@@ -183,6 +183,8 @@ def probe(
     controls: str = typer.Option("majority,shuffled,control-task", "--controls", help="Comma-separated; '' for none."),
     n_boot: int = typer.Option(1000, "--n-boot"),
     seed: int = typer.Option(0, "--seed"),
+    measures: Optional[str] = typer.Option(None, "--measures", help="Per-layer measures to add (comma-separated "
+                                           "registry names; '' for none; default: separability, geometry, retrieval)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default: RUN_DIR)."),
 ) -> None:
     """Probe every captured layer (with its controls) and write results.parquet and results.csv."""
@@ -191,12 +193,38 @@ def probe(
     t0 = time.perf_counter()
     try:
         df = probe_run(run_dir, task=task, probe=probe_name, pooling=pooling, by=by, k=k, n_boot=n_boot, seed=seed,
-                       controls=[c.strip() for c in controls.split(",") if c.strip()], out=out)
+                       controls=[c.strip() for c in controls.split(",") if c.strip()], out=out,
+                       measures=None if measures is None else [m.strip() for m in measures.split(",") if m.strip()])
     except XlprobeError as err:
         _fail(err)
     console.print(_probe_table(df, f"{task} probe ({probe_name}): accuracy ± half the 95% CI, controls, selectivity"))
     console.print(f"{len(df)} rows -> {(out or run_dir) / 'results.parquet'} and results.csv "
                   f"({time.perf_counter() - t0:.1f}s)")
+
+
+@app.command()
+def similarity(
+    run_dir: Path = typer.Argument(..., help="Activation store with two or more checkpoints on the same data."),
+    pooling: str = typer.Option("mean", "--pooling", "-p"),
+    kernel: str = typer.Option("linear", "--kernel", help="linear | rbf"),
+    debiased: bool = typer.Option(False, "--debiased", help="Unbiased HSIC (Song et al. 2012)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for similarity.parquet/.csv."),
+) -> None:
+    """Layer x layer CKA between every pair of captured checkpoints (the paper's CKA analysis)."""
+    from xlprobe.runs import similarity_run
+
+    try:
+        df = similarity_run(run_dir, pooling=pooling, kernel=kernel, debiased=debiased, out=out)
+    except XlprobeError as err:
+        _fail(err)
+    pairs = df[(df.checkpoint != df.ref_checkpoint) & (df.layer == df.ref_layer)]
+    table = Table(title=f"CKA ({kernel}{', debiased' if debiased else ''}) of the same layer across checkpoints")
+    for col in ("checkpoint", "ref_checkpoint", "layer", "cka"):
+        table.add_column(col)
+    for r in pairs.itertuples():
+        table.add_row(str(r.checkpoint), str(r.ref_checkpoint), str(r.layer), f"{r.value:.3f}")
+    console.print(table)
+    console.print(f"{len(df)} rows (every layer pair) -> {(out or run_dir) / 'similarity.parquet'} and .csv")
 
 
 def _probe_table(df: Any, title: str) -> Table:

@@ -258,8 +258,9 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.close(dfd)
 
 
-def write_results(df: pd.DataFrame | Iterable[Mapping[str, Any]], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Check a results table and write ``results.parquet`` and ``results.csv`` into ``out_dir``.
+def write_results(df: pd.DataFrame | Iterable[Mapping[str, Any]], out_dir: str | os.PathLike[str],
+                  name: str = "results") -> dict[str, Path]:
+    """Check a results table and write ``<name>.parquet`` and ``<name>.csv`` into ``out_dir``.
 
     Each file is written to a temp file in ``out_dir`` and renamed into place (``os.replace``), so a
     reader never sees a half-written file and a crash leaves the previous version.
@@ -277,7 +278,9 @@ def write_results(df: pd.DataFrame | Iterable[Mapping[str, Any]], out_dir: str |
     frame = results_frame(df)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"parquet": out / PARQUET, "csv": out / CSV}
+    if not name or "/" in name or name.startswith("."):
+        raise DataError(f"results name {name!r} must be a plain file stem", hint="e.g. 'results' or 'similarity'")
+    paths = {"parquet": out / f"{name}.parquet", "csv": out / f"{name}.csv"}
     _atomic_write(paths["parquet"], lambda p: frame.to_parquet(p, index=False, engine="pyarrow"))
     _atomic_write(paths["csv"], lambda p: frame.to_csv(p, index=False, na_rep=""))
     return paths

@@ -21,12 +21,45 @@ import pandas as pd
 from xlprobe.errors import ConfigError, DataError, StoreError
 from xlprobe.types import Dataset
 
-__all__ = ["probe_run", "labels_for", "PROBES"]
+__all__ = ["probe_run", "similarity_run", "labels_for", "layer_measures", "PROBES", "DEFAULT_MEASURES"]
 
 log = logging.getLogger(__name__)
 
 #: Probe names the CLI accepts.
 PROBES = ("linear", "mlp")
+
+#: Registered measures ``probe_run`` adds per layer by default (no interval: values only). Labelled
+#: measures read the task's labels, except ``retrieval.*``, which always read the languages.
+DEFAULT_MEASURES = ("separability.knn", "separability.centroid", "separability.fisher",
+                    "separability.silhouette", "geometry.effective_rank", "geometry.anisotropy",
+                    "geometry.norm_mean", "retrieval.p_at_1", "retrieval.p_at_1.centered")
+
+
+def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, groups: np.ndarray,
+                   measures: Sequence[str], *, checkpoint: str, task: str, seed: int) -> list[dict]:
+    """Rows of registered labelled / unlabelled measures for every layer (retrieval reads the languages)."""
+    from xlprobe.registry import get_measure
+    from xlprobe.results import make_row
+
+    rows = []
+    specs = [get_measure(name) for name in measures]
+    bad = [sp.name for sp in specs if sp.kind not in ("labelled", "unlabelled")]
+    if bad:
+        raise ConfigError(f"measure(s) {bad} do not take one layer's activations",
+                          hint="per-layer measures are of kind labelled or unlabelled (see `xlprobe measures`)")
+    for layer, X in reps.items():
+        for sp in specs:
+            if sp.kind == "unlabelled":
+                value, row_task = sp(X, seed=seed), None
+            elif sp.name.startswith("retrieval."):
+                if len(set(langs.tolist())) < 2:
+                    continue
+                value, row_task = sp(X, langs, groups, seed=seed), "language"
+            else:
+                value, row_task = sp(X, y, groups, seed=seed), task
+            rows.append(make_row(checkpoint=checkpoint, layer=layer, measure=sp.name, value=float(value),
+                                 n=len(X), task=row_task, seed=seed))
+    return rows
 
 
 def labels_for(data: Dataset, task: str) -> np.ndarray:
@@ -62,6 +95,7 @@ def probe_run(
     controls: Sequence[str] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    measures: Sequence[str] | None = None,
     out: str | Path | None = None,
 ) -> pd.DataFrame:
     """Probe every layer of every model in the store at ``run_dir``; write and return the results table.
@@ -79,12 +113,14 @@ def probe_run(
         Fold unit: ``group`` (parallel group), ``book``, ``chapter`` or a label name.
     k, controls, n_boot, seed
         As :func:`xlprobe.probes.probe_layers` (controls default to all three).
+    measures : sequence of str, optional
+        Registered per-layer measures to add (default :data:`DEFAULT_MEASURES`; ``()`` for none).
     out : path, optional
         Folder for ``results.parquet`` / ``results.csv`` (default ``run_dir``).
     """
     from xlprobe.probes import probe_layers
     from xlprobe.probes.controls import CONTROLS, first_word_types
-    from xlprobe.results import write_results
+    from xlprobe.results import results_frame, write_results
     from xlprobe.store import ActivationStore
     from xlprobe.tasks.splits import group_ids
 
@@ -118,9 +154,56 @@ def probe_run(
                      task)
             df = probe_layers(reps, y, groups, probe=est, task=task, checkpoint=checkpoint, k=k,
                               controls=controls, types=types, n_boot=n_boot, seed=seed)
+            extra = layer_measures(reps, y, labels_for(data, "language"), group_ids(data, "group"),
+                                   DEFAULT_MEASURES if measures is None else measures, checkpoint=checkpoint,
+                                   task=task, seed=seed)
+            if extra:
+                df = results_frame([*df.to_dict("records"), *extra])
             df["pooling"] = pool
             df["data"] = data_fp
             frames.append(df)
     results = pd.concat(frames, ignore_index=True)
     write_results(results, out or store_path)
     return results
+
+
+def similarity_run(run_dir: str | Path, *, pooling: str = "mean", kernel: str = "linear", debiased: bool = False,
+                   out: str | Path | None = None) -> pd.DataFrame:
+    """Layer x layer CKA between every pair of checkpoints captured on the same data (the paper's analysis).
+
+    Rows: ``checkpoint, layer, ref_checkpoint, ref_layer, measure (cka.linear / cka.rbf), value, n``;
+    each unordered pair of checkpoints once, and every checkpoint against itself (its layer x layer
+    table). Written to ``similarity.parquet`` / ``.csv`` next to the probe results.
+    """
+    from xlprobe.probes.cka import cka_matrix
+    from xlprobe.results import make_row, results_frame, write_results
+    from xlprobe.store import ActivationStore
+
+    store_path = Path(run_dir)
+    if not (store_path / "manifest.json").is_file():
+        raise StoreError(f"{str(store_path)!r} is not an activation store (no manifest.json)",
+                         hint="give the --out folder of `xlprobe capture`")
+    store = ActivationStore.open(store_path)
+    keys = store.keys(pooling=pooling)
+    if not keys:
+        raise StoreError(f"the store has no shards with pooling {pooling!r}", hint="capture with --pooling mean")
+    rows = []
+    for data_fp in dict.fromkeys(k.data for k in keys):
+        models: dict[str, dict[str, Any]] = {}
+        for key in store.keys(pooling=pooling, data=data_fp):
+            info = store.entry(key).get("info", {})
+            name = str(info.get("model_spec") or info.get("model") or key.model)
+            models.setdefault(name, {})[info.get("alias") or key.point] = store.read(key)
+        names = list(models)
+        for i, a in enumerate(names):
+            for b in names[i:]:
+                table = cka_matrix(models[a], models[b], kernel=kernel, debiased=debiased)
+                n = len(next(iter(models[a].values())))
+                for la in table.index:
+                    for lb in table.columns:
+                        rows.append(make_row(checkpoint=a, layer=la, ref_checkpoint=b, ref_layer=lb,
+                                             measure=f"cka.{kernel}" + (".debiased" if debiased else ""),
+                                             value=float(table.loc[la, lb]), n=n, data=data_fp))
+    df = results_frame(rows)
+    write_results(df, out or store_path, name="similarity")
+    return df

@@ -80,7 +80,7 @@ PLANS = {
     "full": dict(minilm=dict(batch=32, length=32, n_batches=4, rounds=15),
                  mbart=dict(config=MBART_LARGE_50, label="mBART-large-50 size", batch=8, length=30, n_batches=1,
                             rounds=7),
-                 memory=dict(small=2000, large=20000, batch=32)),
+                 memory=dict(small=2000, large=20000, batch=32, max_tokens=3200)),
     "quick": dict(minilm=dict(batch=32, length=32, n_batches=2, rounds=5),
                   mbart=dict(config=MBART_QUICK, label="quick MBart (d 256, 4+4, 250k vocab)", batch=8, length=30,
                              n_batches=1, rounds=3),
@@ -643,7 +643,7 @@ def memory_child(args: argparse.Namespace) -> None:
 
             store = ActivationStore.open(Path(tmp) / "store")
             keys = extract(model, tok, data, "all", pooling="mean", batch_size=args.batch, store=store,
-                           max_length=args.max_length)
+                           max_length=args.max_length, max_tokens=args.max_tokens)
             info["shards"] = len(keys)
             info["store_mib"] = sum(f.stat().st_size for f in (Path(tmp) / "store").rglob("*") if f.is_file()) / 2**20
         else:
@@ -715,10 +715,11 @@ def _hf_keep_all(model: Any, tok: Any, data: Any, batch: int, max_length: int) -
 
 
 def run_memory_child(mode: str, records: str, prep: dict[str, Any], plan: dict[str, Any], threads: int,
-                     workdir: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+                     workdir: Path, env: dict[str, str] | None = None, max_tokens: int | None = None) -> dict[str, Any]:
+    extra = ["--max-tokens", str(max_tokens)] if max_tokens else []
     return _child(["--child-memory", mode, "--records", records, "--model-dir", prep["model_dir"],
                    "--batch", str(plan["batch"]), "--threads", str(threads), "--workdir", str(workdir),
-                   "--max-length", str(plan.get("max_length") or 256)], env)
+                   "--max-length", str(plan.get("max_length") or 256), *extra], env)
 
 
 #: glibc raises its mmap threshold after each large free, so later large tensors come from the heap, whose
@@ -760,6 +761,12 @@ def bench_memory(plan: dict[str, Any], threads: int) -> dict[str, Any]:
                 print(f"  memory: store, {n} sentences, glibc mmap threshold fixed ...", flush=True)
                 runs[f"store_{name}_fixed_mmap"] = run_memory_child("store", path, prep, plan, threads, workdir,
                                                                     FIXED_MMAP)
+        if plan.get("max_tokens"):
+            for name in ("small", "large"):
+                path, n = prep["files"][name]
+                print(f"  memory: store, {n} sentences, max_tokens {plan['max_tokens']} ...", flush=True)
+                runs[f"store_{name}_max_tokens"] = run_memory_child("store", path, prep, plan, threads, workdir,
+                                                                    max_tokens=plan["max_tokens"])
     finally:
         import shutil
 
@@ -772,6 +779,10 @@ def bench_memory(plan: dict[str, Any], threads: int) -> dict[str, Any]:
         a, b = runs["store_small_fixed_mmap"], runs["store_large_fixed_mmap"]
         fixed = {"ratio_large_vs_small_fixed_mmap": b["delta_mib"] / max(a["delta_mib"], 1e-9),
                  "fixed_mmap_env": FIXED_MMAP}
+    if "store_large_max_tokens" in runs:
+        a, b = runs["store_small_max_tokens"], runs["store_large_max_tokens"]
+        fixed["ratio_large_vs_small_max_tokens"] = b["delta_mib"] / max(a["delta_mib"], 1e-9)
+        fixed["max_tokens"] = plan["max_tokens"]
     return {
         "model": prep["model"], "params": prep["params"], "langs": prep["langs"], "batch": plan["batch"],
         "layers": "all: encoder + decoder, embeddings, 4 blocks and final norm each side (12 points), mean "
@@ -850,6 +861,9 @@ def report(results: dict[str, Any]) -> None:
             env = " ".join(f"{k}={v}" for k, v in mem["fixed_mmap_env"].items())
             print(f"  with the glibc mmap threshold fixed ({env}): ratio {mem['ratio_large_vs_small_fixed_mmap']:.3f}; "
                   "what the default runs hold beyond these is freed memory that glibc keeps")
+        if "ratio_large_vs_small_max_tokens" in mem:
+            print(f"  with max_tokens={mem['max_tokens']} (batches of long texts get fewer texts): ratio "
+                  f"{mem['ratio_large_vs_small_max_tokens']:.3f}")
         print("  RSS above base at 25/50/75/100% of each run: "
               + "; ".join(f"{n} {run.get('rss_profile_mib')}" for n, run in mem["runs"].items()))
         print(f"  HF output_hidden_states kept in memory, small n: {mem['runs']['hf_small']['delta_mib']:.0f} MiB "
@@ -876,6 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     ap.add_argument("--max-length", type=int, default=256, help=argparse.SUPPRESS)
+    ap.add_argument("--max-tokens", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-prepare", help=argparse.SUPPRESS)
     ap.add_argument("--small", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--large", type=int, help=argparse.SUPPRESS)

@@ -8,6 +8,7 @@ committed to disk as it completes, so a killed run resumes where it stopped and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -175,6 +176,7 @@ def extract(
     *,
     pooling: str = "mean",
     batch_size: int = 32,
+    max_tokens: int | None = None,
     max_length: int | None = None,
     src_lang: str | None = None,
     tgt_texts: Sequence[str] | None = None,
@@ -205,6 +207,10 @@ def extract(
     batch_size, max_length
         Texts per forward pass; tokens per text (longer texts are truncated, counted and reported).
         ``max_length`` defaults to 256 or the model's position limit, whichever is smaller.
+    max_tokens
+        Also cap each batch's padded size (texts x longest text, both sides counted): batches of long
+        texts get fewer texts, so one batch's working set no longer grows with the longest sentence of
+        the corpus (fairseq's ``--max-tokens``). None: ``batch_size`` alone.
     src_lang, tgt_texts, tgt_lang
         For plain string input: the source language, teacher-forcing targets, and the target language
         (mBART-50: the decoder reads ``</s> [tgt_lang] target``; without targets, ``</s> [tgt_lang]``).
@@ -229,6 +235,9 @@ def extract(
     if max_length is None:
         max_length = min(256, position_limit(model) or 256)
     _validate(batch_size, max_length, pooling, dtype, padding_side, chunk_size, model)
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ConfigError(f"max_tokens must be a positive int or None, got {max_tokens!r}",
+                          hint="e.g. max_tokens=4096 (a batch never exceeds it, except a single text longer than it)")
     points = resolve_points(model, layers)
     family = model_family(model)
     if tgt_texts is not None and not family.is_encoder_decoder:
@@ -267,6 +276,7 @@ def extract(
     n = len(data)
     order_key = src.lengths + (dec.lengths if dec is not None else 0)
     chunks = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+    batches = functools.partial(_batches, order_key=order_key, batch_size=batch_size, max_tokens=max_tokens)
 
     def forward(idx: np.ndarray) -> dict[str, np.ndarray]:
         """Run one batch of record indices and return each point's pooled output."""
@@ -288,11 +298,11 @@ def extract(
     model.eval()
     try:
         if store is not None:
-            keys = _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_key, batch_size,
+            keys = _run_to_store(store, model, tokenizer, data, points, pooling, chunks, batches,
                                  forward, src, dec, src_is_decoder, meta, provenance, progress)
             log.info("wrote %d shard(s) for %d texts in %.1fs", len(keys), n, time.perf_counter() - t0)
             return keys
-        arrays = _run_in_memory(points, pooling, chunks, order_key, batch_size, forward, src, dec, src_is_decoder,
+        arrays = _run_in_memory(points, pooling, chunks, batches, forward, src, dec, src_is_decoder,
                                 n, progress)
     finally:
         model.train(was_training)
@@ -317,11 +327,24 @@ def _side_of(p: CapturePoint, src: Encoded, dec: Encoded | None, src_is_decoder:
     return src if p.side == "encoder" or src_is_decoder else dec
 
 
-def _batches(lo: int, hi: int, order_key: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Record indices of a chunk in length-sorted batches (longest first, so memory errors come early)."""
+def _batches(lo: int, hi: int, *, order_key: np.ndarray, batch_size: int, max_tokens: int | None = None
+             ) -> list[np.ndarray]:
+    """Record indices of a chunk in length-sorted batches (longest first, so memory errors come early).
+
+    With ``max_tokens``, a batch also stops growing when its size x its longest text would exceed it
+    (a text longer than ``max_tokens`` is a batch of its own).
+    """
     idx = np.arange(lo, hi)
     idx = idx[np.argsort(-order_key[lo:hi], kind="stable")]
-    return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    if max_tokens is None:
+        return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    out, i = [], 0
+    while i < len(idx):
+        longest = max(int(order_key[idx[i]]), 1)  # sorted: the first text of a batch is its longest
+        size = max(1, min(batch_size, max_tokens // longest, len(idx) - i))
+        out.append(idx[i:i + size])
+        i += size
+    return out
 
 
 def _progress(progress: bool, total: int):
@@ -347,7 +370,7 @@ def _token_layout(enc: Encoded) -> dict[str, np.ndarray]:
     return layout
 
 
-def _run_in_memory(points, pooling, chunks, order_key, batch_size, forward, src, dec, src_is_decoder, n,
+def _run_in_memory(points, pooling, chunks, batches, forward, src, dec, src_is_decoder, n,
                    progress) -> dict[str, Any]:
     """Fill arrays in input order, batch by batch."""
     out: dict[str, np.ndarray] = {}
@@ -357,7 +380,7 @@ def _run_in_memory(points, pooling, chunks, order_key, batch_size, forward, src,
     trim = MemoryTrimmer()
     with ctx:
         for lo, hi in chunks:
-            for idx in _batches(lo, hi, order_key, batch_size):
+            for idx in batches(lo, hi):
                 res = forward(idx)
                 for p in points:
                     vals = res[p.name]
@@ -399,7 +422,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
 
-def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_key, batch_size, forward, src, dec,
+def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, batches, forward, src, dec,
                   src_is_decoder, meta, provenance, progress) -> list[StoreKey]:
     """Write every point's shard chunk by chunk, skipping what a previous run committed."""
     from xlprobe.fingerprint import library_versions, model_fingerprint
@@ -451,7 +474,7 @@ def _run_to_store(store, model, tokenizer, data, points, pooling, chunks, order_
         trim = MemoryTrimmer()
         for c in todo_chunks:
             lo, hi = chunks[c]
-            for idx in _batches(lo, hi, order_key, batch_size):
+            for idx in batches(lo, hi):
                 res = forward(idx)
                 for name, w in writers.items():
                     if c in pending[name]:

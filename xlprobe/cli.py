@@ -129,6 +129,8 @@ def capture(
     pooling: str = typer.Option("mean", "--pooling", "-p", help="mean | first | last | max | tag | tokens"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Parallel groups (verses) to keep."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Cap on texts x longest text per batch "
+                                             "(bounds one batch's memory whatever the longest sentence)."),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
     tgt_lang: Optional[str] = typer.Option(None, "--tgt-lang", help="Decoder target language (prompt)."),
     include_special: bool = typer.Option(False, "--include-special", help="Pool special tokens too."),
@@ -154,7 +156,8 @@ def capture(
         m, tok = load_model(model, device=device)
         store = ActivationStore.open(out)
         names = [s.strip() for s in layer_spec.split(",") if s.strip()]
-        keys = extract(m, tok, ds, names, pooling=pooling, batch_size=batch_size, max_length=max_length,
+        keys = extract(m, tok, ds, names, pooling=pooling, batch_size=batch_size, max_tokens=max_tokens,
+                       max_length=max_length,
                        include_special=include_special, dtype=dtype, store=store, progress=True,
                        provenance={"command": command, "model_spec": model, "data_spec": data_spec, "seed": seed})
     except XlprobeError as err:

@@ -221,3 +221,21 @@ def test_half_precision_overflow_is_an_error(tiny_model):
     assert np.isfinite(ok["encoder.0"]).all()
     with pytest.raises(NumericalError, match="float32"):
         extract(model, tok, ["Jesus wept."], "encoder.0", dtype="float16")
+
+
+def test_max_tokens_caps_padded_batch_size_and_changes_no_value(tiny_model, texts):
+    import importlib
+
+    ex = importlib.import_module("xlprobe.hooks.extract")
+    key = np.array([10, 50, 20, 50, 5, 30, 200])
+    batches = ex._batches(0, 7, order_key=key, batch_size=3, max_tokens=100)
+    assert [b.tolist() for b in batches] == [[6], [1, 3], [5, 2, 0], [4]]  # 200 alone; 2 x 50; 3 x 30; rest
+    assert all(len(b) * key[b].max() <= 100 or len(b) == 1 for b in batches)
+    assert [b.tolist() for b in ex._batches(0, 7, order_key=key, batch_size=3)] == [[6, 1, 3], [5, 2, 0], [4]]
+    model, tok = tiny_model("mbart")
+    plain = extract(model, tok, texts * 3, "encoder.*", src_lang="en", batch_size=8)
+    capped = extract(model, tok, texts * 3, "encoder.*", src_lang="en", batch_size=8, max_tokens=40)
+    for k in plain:
+        np.testing.assert_allclose(capped[k], plain[k], atol=1e-5)
+    with pytest.raises(ConfigError, match="max_tokens"):
+        extract(model, tok, texts, "encoder.0", max_tokens=0)

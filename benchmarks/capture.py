@@ -764,9 +764,10 @@ def bench_memory(plan: dict[str, Any], threads: int) -> dict[str, Any]:
         if plan.get("max_tokens"):
             for name in ("small", "large"):
                 path, n = prep["files"][name]
-                print(f"  memory: store, {n} sentences, max_tokens {plan['max_tokens']} ...", flush=True)
+                print(f"  memory: store, {n} sentences, max_tokens {plan['max_tokens']}, mmap threshold fixed ...",
+                      flush=True)
                 runs[f"store_{name}_max_tokens"] = run_memory_child("store", path, prep, plan, threads, workdir,
-                                                                    max_tokens=plan["max_tokens"])
+                                                                    FIXED_MMAP, max_tokens=plan["max_tokens"])
     finally:
         import shutil
 
@@ -862,7 +863,8 @@ def report(results: dict[str, Any]) -> None:
             print(f"  with the glibc mmap threshold fixed ({env}): ratio {mem['ratio_large_vs_small_fixed_mmap']:.3f}; "
                   "what the default runs hold beyond these is freed memory that glibc keeps")
         if "ratio_large_vs_small_max_tokens" in mem:
-            print(f"  with max_tokens={mem['max_tokens']} (batches of long texts get fewer texts): ratio "
+            print(f"  with max_tokens={mem['max_tokens']} and the mmap threshold fixed (what `xlprobe capture "
+                  f"--max-tokens` does): ratio "
                   f"{mem['ratio_large_vs_small_max_tokens']:.3f}")
         print("  RSS above base at 25/50/75/100% of each run: "
               + "; ".join(f"{n} {run.get('rss_profile_mib')}" for n, run in mem["runs"].items()))

@@ -141,6 +141,10 @@ def capture(
     """Capture pooled activations of a dataset into a resumable activation store."""
     from dataclasses import replace
 
+    from xlprobe.hooks.memory import fix_mmap_threshold
+
+    fix_mmap_threshold()  # bounded peak memory over long runs (see xlprobe.hooks.memory); this process only
+
     from xlprobe.hooks.extract import extract
     from xlprobe.loading import load_model
     from xlprobe.store import ActivationStore

@@ -121,8 +121,9 @@ class Encoded:
         return sum(r.flat.nbytes + r.ptr.nbytes for r in parts) + self.tag.nbytes
 
 
-#: Texts per tokenizer call: bounds the transient Python lists (ids, masks, offsets) of one call.
-TOKENIZE_BATCH = 2048
+#: Texts per tokenizer call: bounds the transient Python lists (ids, masks, offsets) of one call. Measured on
+#: 20k verses: 2048 left 55 MiB resident after encoding, 256 left 28 MiB (the arrays: 7 MiB), no slower.
+TOKENIZE_BATCH = 256
 
 
 @dataclass

@@ -16,23 +16,28 @@ import functools
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["release_free_memory", "MemoryTrimmer", "fix_mmap_threshold"]
 
 
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none."""
+@functools.cache
+def _libc_function(name: str, argtypes: tuple, restype: Any) -> Callable[..., int] | None:
+    """A glibc function by name with its C signature, or None off Linux or where the C library lacks it."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
+    fn.argtypes = list(argtypes)
+    fn.restype = restype
     return fn
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    return _libc_function("malloc_trim", (ctypes.c_size_t,), ctypes.c_int)
 
 
 def release_free_memory() -> bool:
@@ -88,13 +93,5 @@ def fix_mmap_threshold(threshold: int = 131072) -> bool:
     for the rest of the process, so the library never calls it on its own: the ``xlprobe`` CLI does, as
     an application that owns its process; a script can call it, or set the environment variable.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return bool(fn(_M_MMAP_THRESHOLD, int(threshold)))
+    fn = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
+    return fn is not None and bool(fn(_M_MMAP_THRESHOLD, int(threshold)))

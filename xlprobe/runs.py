@@ -74,6 +74,16 @@ def labels_for(data: Dataset, task: str) -> np.ndarray:
     return np.asarray([str(r.labels[task]) for r in data], dtype=object)
 
 
+def _open_store(path: Path) -> Any:
+    """The activation store at ``path``, or StoreError when the folder is not one."""
+    from xlprobe.store import ActivationStore
+
+    if not (path / "manifest.json").is_file():
+        raise StoreError(f"{str(path)!r} is not an activation store (no manifest.json)",
+                         hint="give the --out folder of `xlprobe capture`")
+    return ActivationStore.open(path)
+
+
 def _make_probe(name: str, seed: int) -> Any:
     from xlprobe.probes import LinearProbe, MLPProbe
 
@@ -121,14 +131,10 @@ def probe_run(
     from xlprobe.probes import probe_layers
     from xlprobe.probes.controls import CONTROLS, first_word_types
     from xlprobe.results import results_frame, write_results
-    from xlprobe.store import ActivationStore
     from xlprobe.tasks.splits import group_ids
 
     store_path = Path(run_dir)
-    if not (store_path / "manifest.json").is_file():
-        raise StoreError(f"{str(store_path)!r} is not an activation store (no manifest.json)",
-                         hint="give the --out folder of `xlprobe capture`")
-    store = ActivationStore.open(store_path)
+    store = _open_store(store_path)
     keys = store.keys(pooling=pooling)
     if not keys:
         have = sorted({k.pooling for k in store.keys()})
@@ -177,13 +183,9 @@ def similarity_run(run_dir: str | Path, *, pooling: str = "mean", kernel: str = 
     """
     from xlprobe.probes.cka import cka_matrix
     from xlprobe.results import make_row, results_frame, write_results
-    from xlprobe.store import ActivationStore
 
     store_path = Path(run_dir)
-    if not (store_path / "manifest.json").is_file():
-        raise StoreError(f"{str(store_path)!r} is not an activation store (no manifest.json)",
-                         hint="give the --out folder of `xlprobe capture`")
-    store = ActivationStore.open(store_path)
+    store = _open_store(store_path)
     keys = store.keys(pooling=pooling)
     if not keys:
         raise StoreError(f"the store has no shards with pooling {pooling!r}", hint="capture with --pooling mean")

@@ -9,26 +9,18 @@ the module stays importable as ``from xlprobe.probes.cka import ...``.
 """
 from xlprobe.probes import cca as _cca  # noqa: F401  (registers svcca, pwcca)
 from xlprobe.probes import cka as _cka  # noqa: F401  (registers cka, cka.linear, cka.rbf)
-from xlprobe.probes import geometry as _geometry  # noqa: F401  (registers separability.*, geometry.*)
+from xlprobe.probes import geometry as _geometry  # noqa: F401  (registers geometry.*)
 from xlprobe.probes import mdl as _mdl  # noqa: F401  (registers mdl.codelength, mdl.compression)
 from xlprobe.probes import procrustes as _procrustes  # noqa: F401  (registers procrustes)
 from xlprobe.probes import retrieval as _retrieval  # noqa: F401  (registers retrieval.p_at_1[.centered])
+from xlprobe.probes import separability as _separability  # noqa: F401  (registers separability.*)
 from xlprobe.probes import stats as _stats  # noqa: F401  (no measures: CIs and tests)
 from xlprobe.probes.cca import cca_correlations, pwcca, svcca
 from xlprobe.probes.cka import cka, cka_from_store, cka_matrix, cka_streaming
 from xlprobe.probes.classifiers import LinearProbe, MLPProbe
 from xlprobe.probes.controls import control_task_labels, first_word_types, shuffled_labels
 from xlprobe.probes.finetune import finetune_transfer
-from xlprobe.probes.geometry import (
-    anisotropy,
-    centroid_distances,
-    effective_rank,
-    fisher_ratio,
-    knn_accuracy,
-    nearest_centroid_accuracy,
-    norm_stats,
-    silhouette,
-)
+from xlprobe.probes.geometry import anisotropy, effective_rank, norm_stats
 from xlprobe.probes.mdl import MDLResult, online_codelength
 from xlprobe.probes.probing import probe_layers
 from xlprobe.probes.procrustes import procrustes_distance
@@ -38,6 +30,13 @@ from xlprobe.probes.retrieval import (
     pair_rows,
     retrieval_matrix,
     retrieval_p_at_1,
+)
+from xlprobe.probes.separability import (
+    centroid_distances,
+    fisher_ratio,
+    knn_accuracy,
+    nearest_centroid_accuracy,
+    silhouette,
 )
 from xlprobe.probes.stats import BootstrapCI, PermutationResult, bootstrap_ci, paired_permutation_test
 from xlprobe.probes.transfer import transfer_probe

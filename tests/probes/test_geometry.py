@@ -7,16 +7,13 @@ from scipy import stats
 from sklearn.metrics import silhouette_score
 
 from xlprobe.errors import ConfigError, DataError
-from xlprobe.probes import geometry
-from xlprobe.probes.geometry import (
-    anisotropy,
+from xlprobe.probes import separability
+from xlprobe.probes.geometry import anisotropy, effective_rank, norm_mean, norm_stats
+from xlprobe.probes.separability import (
     centroid_distances,
-    effective_rank,
     fisher_ratio,
     knn_accuracy,
     nearest_centroid_accuracy,
-    norm_mean,
-    norm_stats,
     silhouette,
 )
 from xlprobe.registry import get_measure
@@ -135,7 +132,7 @@ def test_silhouette_equals_sklearn(metric):
 
 def test_silhouette_subsample_is_seeded_and_stratified():
     X, y = _blobs((2000, 700, 300), d=8, sep=2.0, seed=4)
-    idx = geometry._stratified_subsample(y, 600, np.random.default_rng(5))
+    idx = separability._stratified_subsample(y, 600, np.random.default_rng(5))
     assert np.bincount(y[idx]).tolist() == [400, 140, 60] and np.unique(idx).size == idx.size
     small = silhouette(X, y, max_items=600, seed=5, metric="euclidean")
     assert small == pytest.approx(silhouette_score(X[idx], y[idx], metric="euclidean"), abs=1e-10)
@@ -143,7 +140,7 @@ def test_silhouette_subsample_is_seeded_and_stratified():
     assert small != silhouette(X, y, max_items=600, seed=6, metric="euclidean")
     full = silhouette(X, y, max_items=3000, metric="euclidean", block=512)
     assert abs(small - full) < 0.03
-    tiny = geometry._stratified_subsample(np.array([0] * 998 + [1, 2]), 10, np.random.default_rng(0))
+    tiny = separability._stratified_subsample(np.array([0] * 998 + [1, 2]), 10, np.random.default_rng(0))
     assert np.bincount(np.array([0] * 998 + [1, 2])[tiny]).tolist() == [10, 1, 1]  # every class kept
 
 

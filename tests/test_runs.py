@@ -92,3 +92,15 @@ def test_similarity_between_checkpoints(tmp_path):
     assert len(diag) == 4 and (abs(diag.value - 1) < 1e-9).all()
     off = sim[sim.layer != sim.ref_layer]
     assert (off.value < 1).all() and (off.value > 0).all() and (sim.n == 40).all()
+
+
+def test_cli_finetune_compares_checkpoints_on_one_split(tmp_path):
+    res = runner.invoke(app, ["finetune", "-m", "toy:lm", "-m", "toy:mt", "--data", "bible:en,fr", "--limit", "60",
+                              "--label", "testament", "--seeds", "0", "--steps", "3", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    df = read_results(tmp_path / "finetune.parquet")
+    assert set(df.checkpoint) == {"toy:lm", "toy:mt"} and set(df.lang.dropna()) == {"en", "fr"}
+    n = df[df.measure == "finetune.accuracy"].groupby("checkpoint").n.first()
+    assert n["toy:lm"] == n["toy:mt"]  # the same held-out verses for every checkpoint
+    bad = runner.invoke(app, ["finetune", "-m", "toy:lm", "--data", "bible:en", "--seeds", "a", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "--seeds" in bad.output

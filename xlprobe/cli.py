@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from xlprobe.errors import XlprobeError
+from xlprobe.errors import ConfigError, XlprobeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Probe what happens inside multilingual transformers, e.g. after MT continued training.")
@@ -207,6 +207,62 @@ def probe(
     console.print(_probe_table(df, f"{task} probe ({probe_name}): accuracy ± half the 95% CI, controls, selectivity"))
     console.print(f"{len(df)} rows -> {(out or run_dir) / 'results.parquet'} and results.csv "
                   f"({time.perf_counter() - t0:.1f}s)")
+
+
+@app.command()
+def finetune(
+    models: list[str] = typer.Option(..., "--model", "-m", help="Checkpoints to compare (repeat): toy:lm, toy:mt, ..."),
+    data_spec: str = typer.Option(..., "--data", "-d", help="Data spec, e.g. bible:en,fr,de,ru."),
+    label: str = typer.Option("genre", "--label", help="Record label to learn (genre, testament)."),
+    train_lang: str = typer.Option("en", "--train-lang", help="The one language whose labels are seen."),
+    limit: Optional[int] = typer.Option(600, "--limit", "-n", help="Parallel groups (verses) to keep."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (the spread is reported)."),
+    steps: int = typer.Option(200, "--steps"),
+    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    lr: float = typer.Option(5e-5, "--lr"),
+    device: str = typer.Option("cpu", "--device"),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for finetune.parquet / finetune.csv."),
+) -> None:
+    """Zero-shot transfer after fine-tuning (the paper's protocol): same split, steps and seeds per checkpoint."""
+    import pandas as pd
+
+    from xlprobe.loading import load_model
+    from xlprobe.probes.finetune import finetune_transfer
+    from xlprobe.results import results_frame, write_results
+    from xlprobe.tasks import load_data
+
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        _fail(ConfigError(f"--seeds must be comma-separated integers, got {seeds!r}", hint="e.g. --seeds 0,1,2"))
+    frames = []
+    try:
+        ds = load_data(data_spec, limit=limit, seed=0)
+        for spec in models:
+            m, tok = load_model(spec, device=device)
+            console.print(f"fine-tuning {spec}: {len(seed_list)} seed(s) x {steps} steps ...")
+            frames.append(finetune_transfer(m, tok, ds, label=label, train_lang=train_lang, checkpoint=spec,
+                                            seeds=seed_list, steps=steps, batch_size=batch_size, lr=lr,
+                                            device=device))
+            del m
+        df = results_frame(pd.concat(frames, ignore_index=True))
+        write_results(df, out, name="finetune")
+    except XlprobeError as err:
+        _fail(err)
+    summary = df[df.seed.isna() & df.control.isna() & (df.measure == "finetune.accuracy")]
+    langs = sorted(set(summary.lang))
+    table = Table(title=f"{label}: accuracy after fine-tuning on {train_lang} (mean over seeds, range)")
+    for col in ("checkpoint", *langs):
+        table.add_column(col)
+    for ckpt, g in summary.groupby("checkpoint", sort=False):
+        by = g.set_index("lang")
+        table.add_row(str(ckpt), *(f"{by.loc[lg, 'value']:.3f} [{by.loc[lg, 'ci_low']:.2f}-{by.loc[lg, 'ci_high']:.2f}]"
+                                   if lg in by.index else "-" for lg in langs))
+    console.print(table)
+    maj = df[(df.control == "majority") & df.seed.isna()]
+    if not maj.empty:
+        console.print(f"majority baseline: {maj.value.iloc[0]:.3f}")
+    console.print(f"{len(df)} rows -> {out / 'finetune.parquet'} and .csv")
 
 
 @app.command()

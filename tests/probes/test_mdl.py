@@ -129,7 +129,7 @@ def test_unseen_classes_get_the_laplace_mass():
     X = rng.standard_normal((400, 6))
     X[np.arange(400), y] += 2.0
     fr = (0.01, 0.05, 0.25, 1.0)
-    r = online_codelength(X, y, fractions=fr, seed=2)
+    r = online_codelength(X, y, fractions=fr, seed=2, select_C=None)  # the hand check refits LinearProbe()
     _check_bookkeeping(r, 400, 3)
     blocks = [i for i, (c, u) in enumerate(zip(r.block_code, r.block_unseen)) if c == "probe" and u > 0]
     assert blocks, "the test needs a probe block whose prefix lacks a class"
@@ -178,7 +178,7 @@ def test_any_sklearn_classifier_is_a_probe():
     r = online_codelength(X, y, groups, probe=sk)
     _check_bookkeeping(r, 800, 3)
     assert not hasattr(sk, "classes_")  # the given probe is cloned, never fitted
-    assert r.compression == pytest.approx(online_codelength(X, y, groups).compression, rel=0.01)
+    assert r.compression == pytest.approx(online_codelength(X, y, groups, select_C=None).compression, rel=0.01)
 
 
 # ----------------------------------------------------------------------------- errors and registry
@@ -215,3 +215,20 @@ def test_registered_measures():
     assert (spec.kind, spec.direction, spec.fn) == ("labelled", "higher_better", mdl_compression)
     assert spec(X, y, None, seed=3) == pytest.approx(r.compression, rel=1e-12)
     assert spec.summary.startswith("MDL compression")
+
+
+def test_choosing_C_on_each_prefix_keeps_random_labels_near_the_uniform_code():
+    """Wide representation, random labels: a fixed C = 1 overfits the early blocks; choosing C does not."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((1500, 256))
+    y = rng.integers(0, 4, 1500)
+    fixed = online_codelength(X, y, select_C=None)
+    chosen = online_codelength(X, y)
+    assert fixed.compression < 0.9  # confident mistakes on the small early prefixes
+    assert 0.93 < chosen.compression <= 1 + 20 / chosen.uniform_bits
+    probe_blocks = [c for c, code in zip(chosen.block_C, chosen.block_code) if code == "probe"]
+    assert probe_blocks and set(probe_blocks) <= {0.001, 0.01, 0.1, 1.0} and fixed.block_C is None
+    Xs, ys = _blobs(1500, 16, 4, 3.0, 0)
+    assert online_codelength(Xs, ys).compression > 3  # learnable labels still compress
+    with pytest.raises(ConfigError, match="select_C"):
+        online_codelength(Xs, ys, select_C=(0.1, -1.0))

@@ -39,7 +39,8 @@ def test_cli_probe_prints_the_table_and_writes_results(run_dir, tmp_path):
                               "--controls", "majority", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "encoder.1" in res.output and (tmp_path / "results.parquet").is_file()
-    assert set(read_results(tmp_path / "results.parquet").control.dropna()) == {"majority"}
+    saved = read_results(tmp_path / "results.parquet")
+    assert set(saved[saved.measure.str.startswith("probe.")].control.dropna()) == {"majority"}
 
 
 def test_unknown_task_lists_the_labels(run_dir):
@@ -74,6 +75,10 @@ def test_per_layer_measures_are_added_and_can_be_switched_off(run_dir, tmp_path)
     for name in ("separability.knn", "separability.fisher", "geometry.effective_rank", "retrieval.p_at_1.centered"):
         assert set(mean[mean.measure == name].layer) == {"encoder.0", "encoder.1"}, name
     assert set(mean[mean.measure == "retrieval.p_at_1"].task) == {"language"}
+    knn = mean[mean.measure == "separability.knn"].set_index(["layer", mean.control.fillna("task")[mean.measure == "separability.knn"]])
+    for layer in ("encoder.0", "encoder.1"):  # language is far easier to tell apart than shuffled labels
+        assert knn.loc[(layer, "task"), "value"] > knn.loc[(layer, "shuffled"), "value"] + 0.2
+    assert mean[mean.measure == "geometry.effective_rank"].control.isna().all()  # unlabelled: no control
     none = probe_run(run_dir, n_boot=0, k=4, controls=(), measures=(), out=tmp_path)
     assert set(none.measure) == {"probe.linear"}
     with pytest.raises(Exception, match="cka"):

@@ -298,6 +298,7 @@ def _probe_table(df: Any, title: str) -> Table:
         r = rows.iloc[0]
         return f"{r.value:.3f}" + ("" if r.ci_low != r.ci_low else f" ±{(r.ci_high - r.ci_low) / 2:.3f}")
 
+    df = df[df.measure.str.startswith("probe.")]  # the per-layer measures are in the files, not this table
     table = Table(title=title)
     for col in ("checkpoint", "layer", "pooling", "task", "majority", "shuffled", "control task", "selectivity"):
         table.add_column(col, no_wrap=col in ("checkpoint", "layer"))

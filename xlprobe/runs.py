@@ -37,9 +37,16 @@ DEFAULT_MEASURES = ("separability.knn", "separability.centroid", "separability.f
 
 def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, groups: np.ndarray,
                    measures: Sequence[str], *, checkpoint: str, task: str, seed: int) -> list[dict]:
-    """Rows of registered labelled / unlabelled measures for every layer (retrieval reads the languages)."""
+    """Rows of registered labelled / unlabelled measures for every layer (retrieval reads the languages).
+
+    Labelled measures also get a ``control="shuffled"`` row: the measure on the labels permuted across
+    items (seeded), the value it takes when the labelling has no structure in X.
+    """
+    from xlprobe.probes.controls import shuffled_labels
     from xlprobe.registry import get_measure
     from xlprobe.results import make_row
+
+    shuffled = shuffled_labels(y, seed=seed)
 
     rows = []
     specs = [get_measure(name) for name in measures]
@@ -57,6 +64,10 @@ def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, group
                 value, row_task = sp(X, langs, groups, seed=seed), "language"
             else:
                 value, row_task = sp(X, y, groups, seed=seed), task
+                # the same measure on labels permuted across items: what it gives without any structure
+                null = sp(X, shuffled, groups, seed=seed)
+                rows.append(make_row(checkpoint=checkpoint, layer=layer, measure=sp.name, value=float(null),
+                                     n=len(X), task=row_task, control="shuffled", seed=seed))
             rows.append(make_row(checkpoint=checkpoint, layer=layer, measure=sp.name, value=float(value),
                                  n=len(X), task=row_task, seed=seed))
     return rows

@@ -160,6 +160,7 @@ def probe_run(
         y = labels_for(data, task)
         groups = group_ids(data, by)
         types = first_word_types(data.texts) if "control-task" in controls else None
+        langs, parallel = labels_for(data, "language"), group_ids(data, "group")
         for pool in dict.fromkeys([pooling, "tag"]):
             these = store.keys(model=model_fp, data=data_fp, pooling=pool)
             if not these:
@@ -171,9 +172,10 @@ def probe_run(
                      task)
             df = probe_layers(reps, y, groups, probe=est, task=task, checkpoint=checkpoint, k=k,
                               controls=controls, types=types, n_boot=n_boot, seed=seed)
-            extra = layer_measures(reps, y, labels_for(data, "language"), group_ids(data, "group"),
-                                   DEFAULT_MEASURES if measures is None else measures, checkpoint=checkpoint,
-                                   task=task, seed=seed)
+            # the tag shards are a probe baseline only: one vector per language, no geometry to measure
+            extra = [] if pool == "tag" else layer_measures(
+                reps, y, langs, parallel, DEFAULT_MEASURES if measures is None else measures,
+                checkpoint=checkpoint, task=task, seed=seed)
             if extra:
                 df = results_frame([*df.to_dict("records"), *extra])
             df["pooling"] = pool

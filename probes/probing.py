@@ -35,7 +35,7 @@ from xlprobe.probes.stats import bootstrap_ci
 from xlprobe.results import make_row, results_frame
 from xlprobe.tasks.splits import kfold_units
 
-__all__ = ["probe_layers", "cross_val_predict_groups", "probe_name"]
+__all__ = ["probe_layers", "cross_val_predict_groups", "probe_name", "fit_probe", "accuracy_interval", "layers_of"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def probe_name(probe: Any) -> str:
     return f"probe.{type(probe).__name__.lower()}"
 
 
-def _fit(probe: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:
+def fit_probe(probe: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:
     """Fit a clone of ``probe``, passing groups to xlprobe probes (the MLP keeps them whole when validating)."""
     est = clone(probe)
     if isinstance(est, (LinearProbe, MLPProbe)):
@@ -69,14 +69,14 @@ def cross_val_predict_groups(probe: Any, X: Any, y: Any, groups: Any, folds: Seq
         if np.unique(y[train]).size < 2:
             pred[test] = majority_predictions(y[train], len(test))
         else:
-            pred[test] = _fit(probe, A[train], y[train], g[train]).predict(A[test])
+            pred[test] = fit_probe(probe, A[train], y[train], g[train]).predict(A[test])
         seen[test] = True
     if not seen.all():
         raise DataError(f"{int((~seen).sum())} item(s) are in no test fold", hint="folds must cover every item")
     return pred
 
 
-def _interval(correct: np.ndarray, groups: np.ndarray, n_boot: int, ci: float, seed: int
+def accuracy_interval(correct: np.ndarray, groups: np.ndarray, n_boot: int, ci: float, seed: int
               ) -> tuple[float, float, float]:
     """Accuracy of a 0/1 vector with a cluster-bootstrap interval over groups."""
     if n_boot == 0:
@@ -85,7 +85,7 @@ def _interval(correct: np.ndarray, groups: np.ndarray, n_boot: int, ci: float, s
     return r.value, r.low, r.high
 
 
-def _layers(reps: Mapping[str, Any], checkpoint: str | None) -> list[tuple[str, str, Any]]:
+def layers_of(reps: Mapping[str, Any], checkpoint: str | None) -> list[tuple[str, str, Any]]:
     """(checkpoint, layer, X) from ``{layer: X}`` or ``{checkpoint: {layer: X}}``."""
     if not isinstance(reps, Mapping) or not reps:
         raise DataError("reps must be a non-empty mapping {layer: X} or {checkpoint: {layer: X}}",
@@ -155,7 +155,7 @@ def probe_layers(
     bad = [c for c in controls if c not in CONTROLS]
     if bad:
         raise ConfigError(f"unknown control(s) {bad}", hint="choose from " + ", ".join(CONTROLS))
-    items = _layers(reps, checkpoint)
+    items = layers_of(reps, checkpoint)
     y = np.asarray(y)
     n = len(y)
     g = np.asarray(groups)
@@ -195,12 +195,12 @@ def probe_layers(
             correct["majority"] = pred == y
         base = dict(checkpoint=c, layer=layer, n=n, task=task, seed=seed)
         for which in ("task", *[x for x in CONTROLS if x in correct]):
-            value, lo, hi = _interval(correct[which], gcodes, n_boot, ci, seed)
+            value, lo, hi = accuracy_interval(correct[which], gcodes, n_boot, ci, seed)
             rows.append(make_row(measure=name, value=value, ci_low=lo, ci_high=hi,
                                  control=None if which == "task" else which, **base))
         if "control-task" in correct:
             diff = correct["task"].astype(np.float64) - correct["control-task"]
-            value, lo, hi = _interval(diff, gcodes, n_boot, ci, seed)
+            value, lo, hi = accuracy_interval(diff, gcodes, n_boot, ci, seed)
             rows.append(make_row(measure=f"{name}.selectivity", value=value, ci_low=lo, ci_high=hi,
                                  control="control-task", **base))
         log.info("%s %s: %s %.3f", c, layer, name, float(correct["task"].mean()))

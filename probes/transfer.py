@@ -24,7 +24,7 @@ from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.arrays import as_rep, check_int
 from xlprobe.probes.classifiers import LinearProbe, MLPProbe
 from xlprobe.probes.controls import majority_predictions
-from xlprobe.probes.probing import _interval, _layers, probe_name
+from xlprobe.probes.probing import accuracy_interval, fit_probe, layers_of, probe_name
 from xlprobe.probes.stats import bootstrap_ci
 from xlprobe.results import make_row, results_frame
 from xlprobe.tasks.splits import kfold_units
@@ -89,7 +89,7 @@ def transfer_probe(
         raise ConfigError(f"center must be 'none' or 'language'; got {center!r}")
     k = check_int("k", k, 2)
     n_boot = check_int("n_boot", n_boot, 0)
-    items = _layers(reps, checkpoint)
+    items = layers_of(reps, checkpoint)
     y, lg, g = np.asarray(y), np.asarray(langs), np.asarray(groups)
     n = len(y)
     for name, a in (("langs", lg), ("groups", g)):
@@ -125,9 +125,7 @@ def transfer_probe(
         tested = np.zeros(n, dtype=bool)
         for tr, tg in zip(train_rows, test_groups):
             te = np.flatnonzero(np.isin(g, tg))
-            est = clone(probe)
-            est = est.fit(A[tr], y[tr], groups=g[tr]) if isinstance(est, (LinearProbe, MLPProbe)) else est.fit(A[tr], y[tr])
-            pred[te] = est.predict(A[te])
+            pred[te] = fit_probe(probe, A[tr], y[tr], g[tr]).predict(A[te])
             majority[te] = majority_predictions(y[tr], len(te))
             tested[te] = True
         correct = (pred == y) & tested
@@ -138,11 +136,11 @@ def transfer_probe(
             if not m.any():
                 continue
             per_lang[lang] = m
-            v, lo, hi = _interval(correct[m], gcodes[m], n_boot, ci, seed)
+            v, lo, hi = accuracy_interval(correct[m], gcodes[m], n_boot, ci, seed)
             rows.append(make_row(measure="transfer.accuracy", value=v, ci_low=lo, ci_high=hi, n=int(m.sum()),
                                  lang=lang, probe=name, train_lang=train_lang, center=center, **base))
         m_all = tested
-        v, lo, hi = _interval((majority == y)[m_all], gcodes[m_all], n_boot, ci, seed)
+        v, lo, hi = accuracy_interval((majority == y)[m_all], gcodes[m_all], n_boot, ci, seed)
         rows.append(make_row(measure="transfer.accuracy", value=v, ci_low=lo, ci_high=hi, n=int(m_all.sum()),
                              control="majority", probe=name, train_lang=train_lang, center=center, **base))
         src = per_lang[train_lang]

@@ -1,6 +1,7 @@
 """`xlprobe probe RUN_DIR`: probe suites over a captured store, with the tag baseline and controls."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -110,3 +111,14 @@ def test_cli_finetune_compares_checkpoints_on_one_split(tmp_path):
     assert n["toy:lm"] == n["toy:mt"]  # the same held-out verses for every checkpoint
     bad = runner.invoke(app, ["finetune", "-m", "toy:lm", "--data", "bible:en", "--seeds", "a", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "--seeds" in bad.output
+
+
+def test_a_constant_layer_gets_nan_measures_not_a_failed_run(tmp_path):
+    """The decoder reading only </s> (no target language) gives one vector for every text."""
+    base = ["--model", "tiny:mbart", "--data", "bible:en,fr?books=Ruth", "--limit", "20", "--out", str(tmp_path)]
+    assert runner.invoke(app, ["capture", *base, "--layers", "decoder.embeddings,encoder.0"]).exit_code == 0
+    df = probe_run(tmp_path, n_boot=0, k=3, controls=("majority",))
+    fisher = df[(df.measure == "separability.fisher") & df.control.isna()].set_index("layer").value
+    assert np.isnan(fisher["decoder.embeddings"]) and np.isfinite(fisher["encoder.0"])
+    probe = df[(df.measure == "probe.linear") & df.control.isna()].set_index("layer").value
+    assert probe["decoder.embeddings"] <= 0.6  # nothing to read: about chance for two languages

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xlprobe.errors import ConfigError, DataError, StoreError
+from xlprobe.errors import ConfigError, DataError, StoreError, XlprobeError
 from xlprobe.types import Dataset
 
 __all__ = ["probe_run", "similarity_run", "labels_for", "layer_measures", "PROBES", "DEFAULT_MEASURES"]
@@ -56,20 +56,23 @@ def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, group
                           hint="per-layer measures are of kind labelled or unlabelled (see `xlprobe measures`)")
     for layer, X in reps.items():
         for sp in specs:
+            base = dict(checkpoint=checkpoint, layer=layer, measure=sp.name, n=len(X), seed=seed)
             if sp.kind == "unlabelled":
-                value, row_task = sp(X, seed=seed), None
+                calls: dict[str | None, tuple] = {None: (X,)}
+                row_task = None
             elif sp.name.startswith("retrieval."):
                 if len(set(langs.tolist())) < 2:
                     continue
-                value, row_task = sp(X, langs, groups, seed=seed), "language"
-            else:
-                value, row_task = sp(X, y, groups, seed=seed), task
-                # the same measure on labels permuted across items: what it gives without any structure
-                null = sp(X, shuffled, groups, seed=seed)
-                rows.append(make_row(checkpoint=checkpoint, layer=layer, measure=sp.name, value=float(null),
-                                     n=len(X), task=row_task, control="shuffled", seed=seed))
-            rows.append(make_row(checkpoint=checkpoint, layer=layer, measure=sp.name, value=float(value),
-                                 n=len(X), task=row_task, seed=seed))
+                calls, row_task = {None: (X, langs, groups)}, "language"
+            else:  # beside the value, the same measure on shuffled labels: what it gives without structure
+                calls, row_task = {None: (X, y, groups), "shuffled": (X, shuffled, groups)}, task
+            for control, args in calls.items():
+                try:
+                    value = float(sp(*args, seed=seed))
+                except XlprobeError as err:  # a degenerate layer (constant, e.g. a decoder reading one token)
+                    log.warning("%s %s: %s not computed: %s", checkpoint, layer, sp.name, err.message)
+                    value = float("nan")
+                rows.append(make_row(value=value, task=row_task, control=control, **base))
     return rows
 
 

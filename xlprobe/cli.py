@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -23,7 +24,8 @@ app.add_typer(store_app, name="store")
 toy_app = typer.Typer(no_args_is_help=True, help="The small mBART-style toy family trained here (lm, mt, lm-cont).")
 app.add_typer(toy_app, name="toy")
 
-console = Console()
+# A pipe or a log file gets 120 columns rather than rich's 80, so result tables keep whole cells there.
+console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=120)
 err_console = Console(stderr=True)
 
 
@@ -204,7 +206,8 @@ def probe(
                        measures=None if measures is None else [m.strip() for m in measures.split(",") if m.strip()])
     except XlprobeError as err:
         _fail(err)
-    console.print(_probe_table(df, f"{task} probe ({probe_name}): accuracy ± half the 95% CI, controls, selectivity"))
+    title = f"{task} probe ({probe_name}): accuracy ± half the 95% CI; controls: majority, shuffled labels, control task"
+    console.print(_probe_table(df, title))
     console.print(f"{len(df)} rows -> {(out or run_dir) / 'results.parquet'} and results.csv "
                   f"({time.perf_counter() - t0:.1f}s)")
 
@@ -292,21 +295,26 @@ def similarity(
 
 def _probe_table(df: Any, title: str) -> Table:
     """One line per (checkpoint, layer, pooling): task accuracy, each control, selectivity."""
-    def fmt(rows: Any) -> str:
+    def fmt(rows: Any, ci: bool = True) -> str:
         if rows.empty:
             return "-"
         r = rows.iloc[0]
-        return f"{r.value:.3f}" + ("" if r.ci_low != r.ci_low else f" ±{(r.ci_high - r.ci_low) / 2:.3f}")
+        if not ci:
+            return f"{r.value:.3f}"
+        return f"{r.value:.3f}" + ("" if r.ci_low != r.ci_low else f"±{(r.ci_high - r.ci_low) / 2:.2f}")
+
+    from rich import box
 
     df = df[df.measure.str.startswith("probe.")]  # the per-layer measures are in the files, not this table
-    table = Table(title=title)
-    for col in ("checkpoint", "layer", "pooling", "task", "majority", "shuffled", "control task", "selectivity"):
-        table.add_column(col, no_wrap=col in ("checkpoint", "layer"))
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for col in ("checkpoint", "layer", "pooling", "task", "majority", "shuffled", "ctrl task", "selectivity"):
+        table.add_column(col, no_wrap=True)
     for (ckpt, layer, pool), g in df.groupby(["checkpoint", "layer", "pooling"], sort=False):
         sel = g.measure.str.endswith(".selectivity")
         acc = g[~sel]
         table.add_row(str(ckpt), str(layer), str(pool), fmt(acc[acc.control.isna()]),
-                      *(fmt(acc[acc.control == c]) for c in ("majority", "shuffled", "control-task")), fmt(g[sel]))
+                      *(fmt(acc[acc.control == c], ci=False) for c in ("majority", "shuffled", "control-task")),
+                      fmt(g[sel]))
     return table
 
 

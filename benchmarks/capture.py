@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from procmem import reset_peak, rss_mib, status_mib
 
 torch: Any = None  # imported by _import_torch(): the memory subprocesses are started before the parent loads it
 
@@ -115,31 +116,10 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _status_mib(*fields: str) -> dict[str, float]:
-    """Fields of /proc/self/status (VmRSS, VmHWM, ...) in MiB."""
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in fields:
-            out[name] = int(rest.split()[0]) / 1024
-    return out
-
-
-def _rss_mib() -> float:
-    return _status_mib("VmRSS")["VmRSS"]
-
 
 def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
-
-def _reset_peak() -> bool:
-    """Reset the process's RSS high-water mark (Linux >= 4.0); False where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def code_state() -> dict[str, Any]:
@@ -615,7 +595,7 @@ def memory_child(args: argparse.Namespace) -> None:
     tok = AutoTokenizer.from_pretrained(args.model_dir)
     model = MBartForConditionalGeneration.from_pretrained(args.model_dir).eval()
     gc.collect()
-    rss_load = _rss_mib()
+    rss_load = rss_mib()
     with open(args.records, encoding="utf-8") as f:
         data = Dataset("bible-bench", tuple(Record.from_dict(json.loads(line)) for line in f))
     warm = data.subset(list(range(8)))
@@ -623,15 +603,15 @@ def memory_child(args: argparse.Namespace) -> None:
     if args.mode == "hf":
         _hf_keep_all(model, tok, warm, 8, args.max_length)
     gc.collect()
-    rss_base = _rss_mib()
+    rss_base = rss_mib()
     maxrss_before = _maxrss_mib()
-    reset = _reset_peak()
+    reset = reset_peak()
     samples: list[tuple[float, float]] = []
     done = threading.Event()
 
     def sample() -> None:  # RSS over the run: flat (bounded) or creeping (something grows with n)
         while not done.wait(0.25):
-            samples.append((time.perf_counter() - t0, _rss_mib() - rss_base))
+            samples.append((time.perf_counter() - t0, rss_mib() - rss_base))
 
     t0 = time.perf_counter()
     sampler = threading.Thread(target=sample, daemon=True)
@@ -653,7 +633,7 @@ def memory_child(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - t0
         done.set()
         sampler.join()
-        peak = _status_mib("VmHWM")["VmHWM"]
+        peak = status_mib("VmHWM")["VmHWM"]
         maxrss = _maxrss_mib()
     # RSS above the baseline once 25 / 50 / 75 / 100 % of the run's time had passed (largest sample so far)
     profile = []

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from procmem import reset_peak, status_mib
 
 PLANS = {
     "full": {"n": 10_000, "d": 1024, "rounds": 3, "mem_n": (10_000, 50_000), "chunk_rows": 4096,
@@ -57,23 +58,6 @@ PLANS = {
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _status_mib(*fields: str) -> dict[str, float]:
-    """Fields of /proc/self/status (VmRSS, VmHWM, ...) in MiB."""
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in fields:
-            out[name] = int(rest.split()[0]) / 1024
-    return out
-
-
-def _reset_peak() -> bool:
-    """Reset the RSS high-water mark (Linux >= 4.0); False where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def _load_note(load: tuple[float, float, float]) -> str:
@@ -207,8 +191,8 @@ def child_memory(args: argparse.Namespace) -> None:
     ka, kb = (StoreKey(**json.loads(k)) for k in (args.key_a, args.key_b))
     for k in (ka, kb):  # verify checksums now (file reads, not maps), so the measured call does not
         store.read(k)
-    base = _status_mib("VmRSS")["VmRSS"]
-    reset = _reset_peak()
+    base = status_mib("VmRSS")["VmRSS"]
+    reset = reset_peak()
     tracemalloc.start()
     t0 = time.perf_counter()
     if args.child == "in_memory":
@@ -220,7 +204,7 @@ def child_memory(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - t0
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    hwm = _status_mib("VmHWM")["VmHWM"]
+    hwm = status_mib("VmHWM")["VmHWM"]
     print(json.dumps({"mode": args.child, "value": value, "seconds": seconds, "rss_base_mib": base,
                       "peak_rss_mib": hwm, "peak_reset": reset, "delta_rss_mib": hwm - base,
                       "tracemalloc_peak_mib": traced_peak / 2**20}))

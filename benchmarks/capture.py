@@ -272,6 +272,19 @@ def _pool_all(states: Sequence[torch.Tensor], keep: torch.Tensor) -> list[np.nda
     return [pool(h, keep, "mean").numpy() for h in states]
 
 
+def _hf_ohs(model: Any, batches: Sequence[dict[str, Any]]) -> Callable[[], list]:
+    """HF ``output_hidden_states`` on ``batches`` with every state mean-pooled (the user's alternative)."""
+    def run() -> list:
+        out = []
+        with torch.inference_mode():
+            for x in batches:
+                o = model(input_ids=x["input_ids"], attention_mask=x["attention_mask"], output_hidden_states=True)
+                out.append(_pool_all(o.hidden_states, x["keep"]))
+        return out
+
+    return run
+
+
 def _output(x: Any) -> torch.Tensor:
     from xlprobe.hooks.capture import output_tensor
 
@@ -319,13 +332,7 @@ def bench_minilm(plan: dict[str, Any], notes: list[str]) -> dict[str, Any] | Non
 
     hf_model = twin(model)
 
-    def hf_ohs() -> list:
-        out = []
-        with torch.inference_mode():
-            for x in batches:
-                o = hf_model(input_ids=x["input_ids"], attention_mask=x["attention_mask"], output_hidden_states=True)
-                out.append(_pool_all(o.hidden_states, x["keep"]))
-        return out
+    hf_ohs = _hf_ohs(hf_model, batches)
 
     def tokenize_bare() -> None:  # what a user's own loop pays: tokenize the texts, then the bare forward
         with torch.inference_mode():
@@ -469,13 +476,7 @@ def bench_mbart(plan: dict[str, Any], notes: list[str]) -> dict[str, Any]:
                 out.append(_pool_all(o.encoder_hidden_states, s["keep"]) + _pool_all(o.decoder_hidden_states, d["keep"]))
         return out
 
-    def hf_ohs_encoder() -> list:
-        out = []
-        with torch.inference_mode():
-            for s in src:
-                o = hf_encoder(input_ids=s["input_ids"], attention_mask=s["attention_mask"], output_hidden_states=True)
-                out.append(_pool_all(o.hidden_states, s["keep"]))
-        return out
+    hf_ohs_encoder = _hf_ohs(hf_encoder, src)
 
     methods: dict[str, Callable[[], Any]] = {
         "bare_full": bare_full, "bare_base": bare_base, "bare_encoder": bare_encoder,

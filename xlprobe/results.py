@@ -25,11 +25,9 @@ delta           float64  the row's own check, e.g. an attribution's completeness
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xlprobe.durable import atomic_write
 from xlprobe.errors import DataError
 from xlprobe.types import RESULT_COLUMNS
 
@@ -235,35 +234,13 @@ def results_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFr
     return df
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, fsync it and ``os.replace`` it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where the platform allows
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
 def write_results(df: pd.DataFrame | Iterable[Mapping[str, Any]], out_dir: str | os.PathLike[str],
                   name: str = "results") -> dict[str, Path]:
     """Check a results table and write ``<name>.parquet`` and ``<name>.csv`` into ``out_dir``.
 
-    Each file is written to a temp file in ``out_dir`` and renamed into place (``os.replace``), so a
-    reader never sees a half-written file and a crash leaves the previous version.
+    Each file is written to a temp file in ``out_dir``, fsynced and renamed into place
+    (:func:`xlprobe.durable.atomic_write`), so a reader never sees a half-written file and a crash
+    leaves the previous version.
 
     Returns
     -------
@@ -281,8 +258,8 @@ def write_results(df: pd.DataFrame | Iterable[Mapping[str, Any]], out_dir: str |
     if not name or "/" in name or name.startswith("."):
         raise DataError(f"results name {name!r} must be a plain file stem", hint="e.g. 'results' or 'similarity'")
     paths = {"parquet": out / f"{name}.parquet", "csv": out / f"{name}.csv"}
-    _atomic_write(paths["parquet"], lambda p: frame.to_parquet(p, index=False, engine="pyarrow"))
-    _atomic_write(paths["csv"], lambda p: frame.to_csv(p, index=False, na_rep=""))
+    atomic_write(paths["parquet"], lambda p: frame.to_parquet(p, index=False, engine="pyarrow"))
+    atomic_write(paths["csv"], lambda p: frame.to_csv(p, index=False, na_rep=""))
     return paths
 
 

@@ -41,13 +41,12 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from procmem import reset_peak, status_mib
+from harness import load_note, reset_peak, status_mib, time_pair
 
 PLANS = {
     "full": {"n": 10_000, "d": 1024, "rounds": 3, "mem_n": (10_000, 50_000), "chunk_rows": 4096,
@@ -58,14 +57,6 @@ PLANS = {
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _load_note(load: tuple[float, float, float]) -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = load[0] > 0.5 * cores
-    return (f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {cores} cores"
-            + (" -- MACHINE LOADED: absolute times are inflated; the paired ratio is the number to read"
-               if busy else ""))
 
 
 def _data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -98,22 +89,6 @@ def textbook_cka(X: np.ndarray, Y: np.ndarray) -> float:
         return float(np.trace(A @ H @ B @ H))
 
     return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
-
-
-def time_pair(fast: Callable[[], float], slow: Callable[[], float], rounds: int) -> dict[str, Any]:
-    """Warm both up, then ``rounds`` ABBA rounds; per-round ratio slow / fast."""
-    v_fast, v_slow = fast(), slow()
-    t_fast: list[float] = []
-    t_slow: list[float] = []
-    for r in range(rounds):
-        order = (fast, slow) if r % 2 == 0 else (slow, fast)
-        for f in order:
-            t0 = time.perf_counter()
-            f()
-            (t_fast if f is fast else t_slow).append(time.perf_counter() - t0)
-    ratios = [s / f for f, s in zip(t_fast, t_slow)]
-    return {"fast_s": t_fast, "slow_s": t_slow, "ratios": ratios, "ratio_median": statistics.median(ratios),
-            "value_fast": v_fast, "value_slow": v_slow, "abs_diff": abs(v_fast - v_slow)}
 
 
 # ------------------------------------------------------------------------------------------------ probes
@@ -269,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     start_load = os.getloadavg()
     results: dict[str, Any] = {"date": date.today().isoformat(), "plan": plan, "python": platform.python_version(),
                                "numpy": np.__version__, "cores": os.cpu_count(), "loadavg_start": start_load}
-    print(f"measures benchmark (CKA, probes); {_load_note(start_load)}", flush=True)
+    print(f"measures benchmark (CKA, probes); {load_note(start_load)}", flush=True)
     t_start = time.perf_counter()
     if "time" not in args.skip:
         n, d = plan["n"], plan["d"]
@@ -337,7 +312,7 @@ def report(r: dict[str, Any]) -> None:
                 a, b = by[n, "in_memory"], by[n, "streaming"]
                 print(f"  n = {n}: streaming uses {a['delta_rss_mib'] / max(b['delta_rss_mib'], 1e-9):.1f}x less peak "
                       f"RSS than in-memory; |difference in value| {abs(a['value'] - b['value']):.1e}")
-    print(f"{_load_note(r['loadavg_end'])} (at the end; {r['seconds']:.0f} s in all)")
+    print(f"{load_note(r['loadavg_end'])} (at the end; {r['seconds']:.0f} s in all)")
 
 
 if __name__ == "__main__":

@@ -1,42 +1,36 @@
-"""Safetensors layout of one activation shard, and :class:`ShardWriter`, which writes it in place.
+"""The safetensors layout of one activation shard: layout checks, header, reading, checksums.
 
-The header and dtype tables, the file helpers the store shares (atomic writes, checksums), checks of
-a shard's shape, chunks and extras, and the writer: a memory map of a preallocated temp file, filled
-in row chunks that are checksummed into a progress file so a killed extraction resumes. The layout
-of a store directory is described in :mod:`xlprobe.store`, which re-exports :class:`ShardWriter`.
+A shard is a plain safetensors file: float32 ``states`` [n_rows, dim], then small extra arrays,
+then nothing else; its metadata holds the format version and the :class:`~xlprobe.types.StoreKey`.
+This module knows nothing of the store: :class:`ShardLayout` checks a shard's shape, chunks and
+extras, :class:`ShardPaths` names its files, :func:`header_bytes` builds its header, and the
+reading helpers (:func:`read_header`, :func:`header_matches`, :func:`read_states`,
+:func:`read_extras`, :func:`file_checksum`) are what a reader needs. The writer is
+:class:`xlprobe.shard_writer.ShardWriter`; checksums come from :mod:`xlprobe.durable`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import mmap
 import operator
-import os
 import struct
-import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
-from xlprobe.errors import DataError, StoreError
-from xlprobe.fingerprint import hash_array, hash_file
+from xlprobe.durable import checksum
+from xlprobe.errors import DataError
+from xlprobe.fingerprint import hash_file
 from xlprobe.types import StoreKey
 
-if TYPE_CHECKING:
-    from xlprobe.store import ActivationStore
-
-__all__ = ["ShardWriter"]
-
-logger = logging.getLogger("xlprobe.store")  # the store's logger, as before the split: one name to configure
+__all__ = ["METADATA", "STATES", "VERSION", "ShardLayout", "ShardPaths", "describe_key", "file_checksum",
+           "header_bytes", "header_matches", "read_extras", "read_header", "read_states"]
 
 VERSION = 1
 STATES = "states"
-_META = "__metadata__"
+METADATA = "__metadata__"
 _ST_DTYPES = {
     "float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
     "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32", "uint16": "U16",
@@ -45,58 +39,7 @@ _ST_DTYPES = {
 _NP_DTYPES = {v: k for k, v in _ST_DTYPES.items()}
 
 
-# ----------------------------------------------------------------------------- small file helpers
-def _fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename in it survives a crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it and ``os.replace`` it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _unlink(*paths: Path) -> None:
-    """Remove files that may not exist."""
-    for p in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(p)
-
-
-def _pwrite_all(fd: int, data: Any, offset: int) -> None:
-    """Write a whole buffer at ``offset`` (``os.pwrite`` may write less than asked)."""
-    view = memoryview(data).cast("B")
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def _checksum(path: Path, offset: int = 0, length: int | None = None) -> str:
-    """Self-describing checksum of a file or a byte range of it."""
-    return "blake2b:" + hash_file(path, offset=offset, length=length)
-
-
-def _now() -> str:
-    """UTC time, ISO 8601, to the second."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _describe(key: StoreKey) -> str:
+def describe_key(key: StoreKey) -> str:
     """A key as ``point=..., pooling=..., model=..., data=...`` for messages."""
     out = f"point={key.point!r}, pooling={key.pooling!r}, model={key.model!r}, data={key.data!r}"
     return out + (f", options={key.options!r}" if key.options else "")
@@ -107,7 +50,12 @@ def _key_json(key: StoreKey) -> str:
     return json.dumps(key.to_dict(), sort_keys=True)
 
 
-# ----------------------------------------------------------------------------- validation
+def file_checksum(path: Path, offset: int = 0, length: int | None = None) -> str:
+    """Checksum of a shard file or a byte range of it (:func:`xlprobe.durable.checksum`)."""
+    return checksum(path, offset, length, digest=hash_file)  # this module's name: tests count the hashing
+
+
+# ----------------------------------------------------------------------------- layout and paths
 def _check_count(name: str, value: Any) -> int:
     """A positive int, or DataError."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -138,7 +86,7 @@ def _check_extras(extras: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarr
     """Extra arrays as little-endian contiguous arrays, sorted by name, or DataError."""
     out: dict[str, np.ndarray] = {}
     for name in sorted(extras or {}):
-        if not isinstance(name, str) or not name or name in (STATES, _META):
+        if not isinstance(name, str) or not name or name in (STATES, METADATA):
             raise DataError(f"extra array name {name!r} is not allowed",
                             hint=f"use any non-empty name but {STATES!r}")
         a = np.asarray(extras[name])  # type: ignore[index]
@@ -151,8 +99,35 @@ def _check_extras(extras: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarr
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class ShardLayout:
+    """Shape of ``states``, row chunks tiling ``[0, n_rows)`` and extra arrays of one shard, checked."""
+
+    n_rows: int
+    dim: int
+    chunks: tuple[tuple[int, int], ...]
+    extras: dict[str, np.ndarray]
+
+    @classmethod
+    def checked(cls, n_rows: int, dim: int, chunks: Sequence[tuple[int, int]],
+                extras: Mapping[str, np.ndarray] | None = None) -> ShardLayout:
+        """The layout of these arguments, or DataError naming the bad one."""
+        n_rows, dim = _check_count("n_rows", n_rows), _check_count("dim", dim)
+        return cls(n_rows, dim, _check_chunks(chunks, n_rows), _check_extras(extras))
+
+
+@dataclass(frozen=True)
+class ShardPaths:
+    """The files of one shard: finished, temp, progress and writer lock."""
+
+    final: Path
+    tmp: Path
+    progress: Path
+    lock: Path
+
+
 # ----------------------------------------------------------------------------- safetensors header
-def _header_bytes(key: StoreKey, n_rows: int, dim: int, extras: Mapping[str, np.ndarray]) -> bytes:
+def header_bytes(key: StoreKey, n_rows: int, dim: int, extras: Mapping[str, np.ndarray]) -> bytes:
     """The safetensors prefix: u64 length, JSON header padded with spaces to 8-byte alignment."""
     end = n_rows * dim * 4
     tensors: dict[str, Any] = {STATES: {"dtype": "F32", "shape": [n_rows, dim], "data_offsets": [0, end]}}
@@ -160,13 +135,13 @@ def _header_bytes(key: StoreKey, n_rows: int, dim: int, extras: Mapping[str, np.
         tensors[name] = {"dtype": _ST_DTYPES[a.dtype.name], "shape": list(a.shape),
                          "data_offsets": [end, end + a.nbytes]}
         end += a.nbytes
-    tensors[_META] = {"format": "np", "xlprobe.format": str(VERSION), "xlprobe.key": _key_json(key)}
+    tensors[METADATA] = {"format": "np", "xlprobe.format": str(VERSION), "xlprobe.key": _key_json(key)}
     raw = json.dumps(tensors, separators=(",", ":")).encode()
     raw += b" " * (-(8 + len(raw)) % 8)
     return struct.pack("<Q", len(raw)) + raw
 
 
-def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+def read_header(path: Path) -> tuple[dict[str, Any], int]:
     """Parse a safetensors header; return it and the offset where data starts (ValueError if bad)."""
     with open(path, "rb") as f:
         head = f.read(8)
@@ -184,310 +159,29 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     return header, 8 + n
 
 
-# ----------------------------------------------------------------------------- writer
-class ShardWriter:
-    """Writes one shard in place, in row chunks that commit with a checksum and survive a kill.
+def header_matches(header: Mapping[str, Any], key: StoreKey, shape: Sequence[int]) -> bool:
+    """True when the header describes ``key``'s float32 states of ``shape`` (KeyError, TypeError if odd)."""
+    spec, meta = header[STATES], header.get(METADATA) or {}
+    same_key = meta.get("xlprobe.key") == _key_json(key)
+    return spec["dtype"] == "F32" and spec["shape"] == list(shape) and same_key
 
-    Get one from :meth:`ActivationStore.writer`. Rows go into a memory map of a preallocated temp
-    file at any row index (:meth:`write`); :meth:`commit` makes a chunk durable and releases its
-    pages, so memory stays at about one chunk whatever ``n_rows``. Use it as a context manager:
-    a clean exit finalizes once every chunk is committed; an exception keeps the temp file and its
-    progress for a resume, which a new writer for the same key and layout picks up (:attr:`pending`).
 
-    Attributes
-    ----------
-    key : StoreKey
-        The shard's key.
-    n_rows, dim : int
-        Shape of ``states``.
-    chunks : tuple of (int, int)
-        Row ranges, in order, tiling ``[0, n_rows)``.
-    path, tmp_path : pathlib.Path
-        The finished shard and the temp file being written.
-    """
+def read_states(path: Path, header: Mapping[str, Any], start: int) -> np.memmap:
+    """The ``states`` array as a read-only float32 memory map [n, d]."""
+    n, d = header[STATES]["shape"]
+    offset = start + header[STATES]["data_offsets"][0]
+    return np.memmap(path, dtype=np.dtype("<f4"), mode="r", offset=offset, shape=(n, d))
 
-    def __init__(self, store: ActivationStore, key: StoreKey, *, n_rows: int, dim: int,
-                 chunks: tuple[tuple[int, int], ...], extras: dict[str, np.ndarray],
-                 info: dict[str, Any], lock: BinaryIO) -> None:
-        self.store, self.key, self.n_rows, self.dim, self.chunks = store, key, n_rows, dim, chunks
-        self.info = info
-        self.path = store._shard_path(key)
-        self.tmp_path = self.path.with_name(self.path.name + ".tmp")
-        self.progress_path = self.path.with_name(f"{key.id}.progress.json")
-        self._extras = extras
-        self._header = _header_bytes(key, n_rows, dim, extras)
-        self._start = len(self._header)
-        self._size = self._start + n_rows * dim * 4 + sum(a.nbytes for a in extras.values())
-        self._layout = {"key": key.to_dict(), "n_rows": n_rows, "dim": dim,
-                        "chunks": [list(c) for c in chunks],
-                        "extras": {k: hash_array(a) for k, a in extras.items()}}
-        self._starts = np.array([c[0] for c in chunks], dtype=np.int64)
-        self._committed: dict[int, str] = {}
-        self._written: dict[int, np.ndarray] = {}
-        self._lock: BinaryIO | None = lock  # file objects: the GC closes them if close() is skipped
-        self._file: BinaryIO | None = None
-        self._mm: mmap.mmap | None = None
-        self._states: np.ndarray | None = None
-        self._finalized = False
 
-    def __repr__(self) -> str:
-        return f"ShardWriter({self.path.name}, [{self.n_rows}, {self.dim}], pending={len(self.pending)})"
-
-    def __enter__(self) -> ShardWriter:  # noqa: PYI034 (not subclassed)
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        try:
-            if exc_type is None and not self._finalized:
-                if self.pending:
-                    logger.info("closing %s with %d chunk(s) pending; a new writer resumes it",
-                                self.tmp_path, len(self.pending))
-                else:
-                    self.finalize()
-        finally:
-            self.close()
-
-    @property
-    def pending(self) -> list[int]:
-        """Indices of the chunks not committed yet."""
-        return [i for i in range(len(self.chunks)) if i not in self._committed]
-
-    # -- opening ------------------------------------------------------------------------------
-    def _open(self) -> None:
-        """Resume a matching partial shard, or start a fresh temp file; then map it."""
-        if not self.tmp_path.exists() and self.path.exists() and self.progress_path.exists():
-            logger.info("recovering %s: renamed into place but never registered", self.path)
-            os.replace(self.path, self.tmp_path)  # a crash inside finalize: resume from the tmp state
-        progress = self._load_progress()
-        size = self.tmp_path.stat().st_size if self.tmp_path.exists() else -1
-        if progress is not None and progress.get("layout") == self._layout and size == self._size:
-            self._committed = self._still_valid(progress.get("committed") or {})
-            logger.info("resuming %s: %d of %d chunks committed", self.tmp_path, len(self._committed),
-                        len(self.chunks))
-        else:
-            if progress is not None or size >= 0:
-                logger.warning("discarding stale partial shard %s (its shape, chunks or extras differ, "
-                               "or its progress file is missing)", self.tmp_path)
-            self._create()
-        self._file = open(self.tmp_path, "r+b", buffering=0)  # noqa: SIM115 (closed in _unmap)
-        self._write_prefix()  # header and extras are known: rewriting them repairs any damage
-        length = self._start + self.n_rows * self.dim * 4
-        self._mm = mmap.mmap(self._file.fileno(), length, access=mmap.ACCESS_WRITE)
-        shape = (self.n_rows, self.dim)
-        self._states = np.ndarray(shape, dtype=np.dtype("<f4"), buffer=self._mm, offset=self._start)
-
-    def _load_progress(self) -> dict[str, Any] | None:
-        """The progress file, or None when absent or unreadable."""
-        try:
-            progress = json.loads(self.progress_path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            logger.warning("ignoring unreadable progress file %s", self.progress_path)
-            return {}
-        return progress if isinstance(progress, dict) else {}
-
-    def _still_valid(self, committed: Mapping[str, str]) -> dict[int, str]:
-        """The committed chunks whose bytes still match their checksum; the others become pending."""
-        good: dict[int, str] = {}
-        for k, digest in committed.items():
-            i = int(k) if str(k).isdigit() else -1
-            if 0 <= i < len(self.chunks) and self._chunk_checksum(i) == digest:
-                good[i] = digest
-            else:
-                logger.warning("chunk %s of %s fails its checksum; it is pending again", k, self.tmp_path)
-        if len(good) != len(committed):
-            self._write_progress(good)
-        return good
-
-    def _create(self) -> None:
-        """Preallocate the temp file (sparse, full size) and write an empty progress file."""
-        _unlink(self.tmp_path, self.progress_path)
-        fd = os.open(self.tmp_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            os.ftruncate(fd, self._size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._committed = {}
-        self._write_progress({})
-
-    def _write_prefix(self) -> None:
-        """Write the header at the start and the extras after ``states``."""
-        fd = self._file.fileno()  # type: ignore[union-attr]
-        _pwrite_all(fd, self._header, 0)
-        offset = self._start + self.n_rows * self.dim * 4
-        for a in self._extras.values():
-            if a.nbytes:
-                _pwrite_all(fd, a.reshape(-1).view(np.uint8), offset)
-            offset += a.nbytes
-
-    def _write_progress(self, committed: Mapping[int, str]) -> None:
-        """Atomically record the committed chunks and their checksums."""
-        doc = {"layout": self._layout, "committed": {str(i): d for i, d in sorted(committed.items())}}
-        _atomic_write(self.progress_path, json.dumps(doc).encode())
-
-    # -- writing ------------------------------------------------------------------------------
-    def _row_index(self, rows: np.ndarray | Sequence[int] | slice) -> np.ndarray:
-        """Rows as an int64 index array within [0, n_rows), or DataError."""
-        if isinstance(rows, slice):
-            return np.arange(*rows.indices(self.n_rows), dtype=np.int64)
-        idx = np.asarray(rows)
-        if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-            raise DataError(f"rows must be a slice or a 1-D int array; got {idx.dtype} {idx.shape}",
-                            hint="pass the original row index of each value row")
-        idx = idx.astype(np.int64, copy=False)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n_rows):
-            raise DataError(f"rows {idx.min()}..{idx.max()} fall outside [0, {self.n_rows})",
-                            hint=f"shard {self.key.id} was opened with n_rows={self.n_rows}")
-        return idx
-
-    def write(self, rows: np.ndarray | Sequence[int] | slice, values: np.ndarray) -> None:
-        """Write ``values[j]`` into row ``rows[j]``, at any positions of uncommitted chunks.
-
-        Parameters
-        ----------
-        rows : slice or 1-D int array
-            Destination rows, in any order (e.g. a length-sorted batch's original positions).
-        values : numpy.ndarray
-            Floating array [len(rows), dim]; stored as float32.
-
-        Raises
-        ------
-        DataError
-            On a bad shape or dtype, or rows out of range.
-        StoreError
-            If a row belongs to a committed chunk, or the writer is closed.
-        """
-        self._check_open()
-        values = np.asarray(values)
-        if values.ndim != 2 or values.shape[1] != self.dim or not np.issubdtype(values.dtype, np.floating):
-            raise DataError(f"values must be a float array [k, {self.dim}]; got {values.dtype} "
-                            f"{values.shape}",
-                            hint=f"shard {self.key.point!r} was opened with dim={self.dim}")
-        idx = self._row_index(rows)
-        if idx.shape[0] != values.shape[0]:
-            raise DataError(f"{idx.shape[0]} rows but {values.shape[0]} value rows",
-                            hint="pass one destination row per value row")
-        if not idx.size:
-            return
-        chunk_of = np.searchsorted(self._starts, idx, side="right") - 1
-        touched = [int(c) for c in np.unique(chunk_of)]
-        done = [c for c in touched if c in self._committed]
-        if done:
-            raise StoreError(f"rows of committed chunk(s) {done} of {self.tmp_path.name} cannot be rewritten",
-                             hint="write only the rows of writer.pending chunks")
-        self._states[idx] = values  # type: ignore[index]
-        for c in touched:
-            start, stop = self.chunks[c]
-            mask = self._written.setdefault(c, np.zeros(stop - start, dtype=bool))
-            mask[idx[chunk_of == c] - start] = True
-
-    def _region(self, chunk: int) -> tuple[int, int]:
-        """(file offset, byte length) of a chunk's rows."""
-        start, stop = self.chunks[chunk]
-        return self._start + start * self.dim * 4, (stop - start) * self.dim * 4
-
-    def _chunk_checksum(self, chunk: int) -> str:
-        """Checksum of a chunk's bytes as they are in the temp file."""
-        return _checksum(self.tmp_path, *self._region(chunk))
-
-    def commit(self, chunk: int) -> None:
-        """Flush a fully written chunk to disk, checksum it and record it as committed, atomically.
-
-        Raises
-        ------
-        StoreError
-            If some row of the chunk was never written, or the writer is closed.
-        """
-        self._check_open()
-        is_int = isinstance(chunk, (int, np.integer)) and not isinstance(chunk, bool)
-        if not is_int or not 0 <= chunk < len(self.chunks):
-            raise DataError(f"chunk must be an index in [0, {len(self.chunks)}); got {chunk!r}",
-                            hint="pass an index into the chunks given to store.writer")
-        chunk = int(chunk)
-        mask = self._written.get(chunk)
-        if mask is None and chunk in self._committed:
-            return
-        start, stop = self.chunks[chunk]
-        missing = stop - start if mask is None else int(np.count_nonzero(~mask))
-        if missing:
-            raise StoreError(f"chunk {chunk} (rows {start}:{stop}) of {self.tmp_path.name} has {missing} "
-                             "row(s) never written", hint="write every row of a chunk before committing it")
-        offset, length = self._region(chunk)
-        page = offset - offset % mmap.PAGESIZE
-        if length:
-            self._mm.flush(page, offset + length - page)  # type: ignore[union-attr]
-        committed = {**self._committed, chunk: self._chunk_checksum(chunk)}
-        self._write_progress(committed)
-        self._committed = committed
-        self._written.pop(chunk, None)
-        if length and hasattr(mmap, "MADV_DONTNEED"):  # drop the chunk's pages from RSS: they are on disk
-            self._mm.madvise(mmap.MADV_DONTNEED, page, offset + length - page)  # type: ignore[union-attr]
-
-    def finalize(self) -> None:
-        """Seal the shard: fsync, checksum the file, rename it into place, add its manifest entry.
-
-        Raises
-        ------
-        StoreError
-            If chunks are still pending.
-        """
-        if self._finalized:
-            return
-        self._check_open()
-        if self.pending:
-            raise StoreError(f"{self.tmp_path.name} has {len(self.pending)} uncommitted chunk(s): "
-                             f"{self.pending[:10]}",
-                             hint="write and commit every chunk of writer.pending first")
-        self._unmap(sync=True)
-        entry = {
-            "key": self.key.to_dict(), "file": self.path.relative_to(self.store.path).as_posix(),
-            "size": self.tmp_path.stat().st_size, "checksum": _checksum(self.tmp_path),
-            "shape": [self.n_rows, self.dim], "dtype": "float32", "chunks": len(self.chunks),
-            "extras": {k: {"dtype": a.dtype.name, "shape": list(a.shape)} for k, a in self._extras.items()},
-            "info": self.info, "created": _now(),
-        }
-        os.replace(self.tmp_path, self.path)
-        _fsync_dir(self.path.parent)
-        self.store._update(lambda m: m["shards"].__setitem__(self.key.id, entry))
-        _unlink(self.progress_path)  # after the manifest: until then a reopen can recover the file
-        self._release(unlink_lock=True)
-        self._finalized = True
-        logger.info("wrote shard %s (%s) [%d, %d]", self.path, _describe(self.key), self.n_rows, self.dim)
-
-    # -- closing ------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Unmap and unlock without finalizing; the temp file and progress stay for a resume."""
-        self._unmap(sync=False)
-        self._release(unlink_lock=False)
-
-    def _check_open(self) -> None:
-        """StoreError if the writer was closed or finalized."""
-        if self._mm is None:
-            raise StoreError(f"the writer of {self.path.name} is closed",
-                             hint="open a new one with store.writer(...): it resumes the pending chunks")
-
-    def _unmap(self, *, sync: bool) -> None:
-        """Drop the array, close the map and the file."""
-        if self._mm is not None:
-            self._states = None  # the array exports the map's buffer: drop it before closing
-            if sync:
-                self._mm.flush()
-            with contextlib.suppress(BufferError):  # a stray view keeps it mapped until collected
-                self._mm.close()
-            self._mm = None
-        if self._file is not None:
-            if sync:
-                os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-
-    def _release(self, *, unlink_lock: bool) -> None:
-        """Release the shard lock (removing its file once the shard is registered)."""
-        if self._lock is not None:
-            if unlink_lock:
-                _unlink(self.store._lock_path(self.key))
-            self._lock.close()
-            self._lock = None
+def read_extras(path: Path, header: Mapping[str, Any], start: int) -> dict[str, np.ndarray]:
+    """Every array but ``states``, read into memory in its native dtype."""
+    out: dict[str, np.ndarray] = {}
+    for name, spec in header.items():
+        if name in (STATES, METADATA):
+            continue
+        native = np.dtype(_NP_DTYPES[spec["dtype"]])
+        begin, end = spec["data_offsets"]
+        count = (end - begin) // native.itemsize
+        arr = np.fromfile(path, dtype=native.newbyteorder("<"), count=count, offset=start + begin)
+        out[name] = arr.astype(native, copy=False).reshape(spec["shape"])
+    return out

@@ -10,54 +10,48 @@ Layout of a store directory (the manifest is the only index; nothing is found by
     DIR/shards/<id>.lock               held by the one writer of a shard (released if it is killed)
     DIR/records/<fp>.jsonl             records whose rows a shard holds, by ``Dataset.fingerprint``
 
-A shard is a plain safetensors file: float32 ``states`` [n_rows, dim] then the small extra arrays,
-so ``safetensors.numpy.load_file`` reads it. Writes go through a memory map of a temp file in row
-chunks; each committed chunk is checksummed into the progress file, so a killed extraction resumes
-with only the uncommitted chunks. Finished shards are renamed into place and then registered in the
-manifest, which is rewritten atomically (temp file + ``os.replace``) under a lock.
+A shard is a plain safetensors file (``safetensors.numpy.load_file`` reads it), written in resumable
+row chunks by a :class:`ShardWriter`, renamed into place and then registered in the manifest.
 
-The safetensors layout and :class:`ShardWriter` live in :mod:`xlprobe.shard`; this module keeps
-:class:`ActivationStore` (manifest, locks, keys, reading, verifying, records) and re-exports the writer.
+The store depends on the shard layer, never the reverse: :mod:`xlprobe.shard` holds the file format
+and reading helpers, :mod:`xlprobe.shard_writer` the writer (re-exported here), which the store gives
+its paths and an ``on_complete`` callback that registers the shard; :mod:`xlprobe.manifest` holds the
+manifest file, :mod:`xlprobe.durable` atomic writes, fsync and checksums.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import fcntl
+import functools
 import json
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from xlprobe.durable import atomic_write, unlink
 from xlprobe.errors import DataError, StoreCorruptError, StoreError, StoreMismatchError
+from xlprobe.manifest import MANIFEST, Manifest
 from xlprobe.shard import (
-    _META,
-    _NP_DTYPES,
-    STATES,
     VERSION,
-    ShardWriter,
-    _atomic_write,
-    _check_chunks,
-    _check_count,
-    _check_extras,
-    _checksum,
-    _describe,
-    _key_json,
-    _read_header,
-    _unlink,
+    ShardLayout,
+    ShardPaths,
+    describe_key,
+    file_checksum,
+    header_matches,
+    read_extras,
+    read_header,
+    read_states,
 )
+from xlprobe.shard_writer import ShardWriter
 from xlprobe.types import Dataset, Record, StoreKey, records_fingerprint
 
 __all__ = ["ActivationStore", "ShardWriter"]
 
-FORMAT = "xlprobe.store"
-MANIFEST = "manifest.json"
-LOCK = ".manifest.lock"
 _FP_RE = re.compile(r"[0-9A-Za-z_-]{1,128}")
 
 
@@ -95,7 +89,7 @@ class ActivationStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._cache: tuple[tuple[int, ...], dict[str, Any]] | None = None
+        self._index = Manifest(self.path, VERSION)
         self._verified: dict[str, tuple[Any, ...]] = {}
 
     def __repr__(self) -> str:
@@ -135,77 +129,30 @@ class ActivationStore:
         return copy.deepcopy(self._manifest())
 
     def _manifest(self) -> dict[str, Any]:
-        """The manifest, re-read only when the file changed (inode, size or times)."""
-        mpath = self.path / MANIFEST
-        try:
-            st = mpath.stat()
-        except FileNotFoundError:
-            hint = "reopen it with ActivationStore.open(path) to start an empty store"
-            raise StoreError(f"activation store {str(self.path)!r} has no {MANIFEST}", hint=hint) from None
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if self._cache is None or self._cache[0] != sig:
-            self._cache = (sig, self._parse_manifest(mpath.read_bytes()))
-        return self._cache[1]
-
-    def _parse_manifest(self, raw: bytes) -> dict[str, Any]:
-        """Decode and check a manifest."""
-        mpath = self.path / MANIFEST
-        try:
-            m = json.loads(raw)
-            if not isinstance(m, dict) or not isinstance(m.get("shards"), dict):
-                raise ValueError("no 'shards' object")  # noqa: TRY004
-        except ValueError as exc:
-            raise StoreCorruptError(f"manifest {mpath} is not valid ({exc})",
-                                    hint="it is written atomically, so something else damaged it: restore it "
-                                         "from a backup, or move the store aside and rebuild it") from None
-        if m.get("format") != FORMAT or not isinstance(m.get("version"), int) or m["version"] > VERSION:
-            raise StoreMismatchError(f"manifest {mpath} is format {m.get('format')!r} version "
-                                     f"{m.get('version')!r}; this xlprobe reads {FORMAT!r} up to {VERSION}",
-                                     hint="upgrade xlprobe, or point at an xlprobe activation store")
-        m.setdefault("records", {})
-        return m
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the store's manifest lock (fcntl.flock, blocking)."""
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        """The manifest (not a copy), re-read only when the file changed."""
+        return self._index.load()
 
     def _update(self, change: Callable[[dict[str, Any]], Any]) -> None:
-        """Re-read the manifest under the lock, apply ``change`` and write it back atomically."""
-        mpath = self.path / MANIFEST
-        with self._locked():
-            if mpath.exists():
-                m = self._parse_manifest(mpath.read_bytes())
-            else:
-                m = {"format": FORMAT, "version": VERSION, "shards": {}, "records": {}}
-            change(m)
-            _atomic_write(mpath, json.dumps(m, indent=1, ensure_ascii=False).encode("utf-8"))
-            st = mpath.stat()
-            self._cache = ((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), m)
+        """Re-read the manifest under its lock, apply ``change`` and write it back atomically."""
+        self._index.update(change)
 
     # -- shards -------------------------------------------------------------------------------
-    def _shard_path(self, key: StoreKey) -> Path:
-        """Where the finished shard of ``key`` lives."""
-        return self.path / "shards" / f"{key.id}.safetensors"
-
-    def _lock_path(self, key: StoreKey) -> Path:
-        """The lock file held by the writer of ``key``."""
-        return self.path / "shards" / f"{key.id}.lock"
+    def _paths(self, key: StoreKey) -> ShardPaths:
+        """The files of the shard of ``key``: finished, temp, progress and writer lock."""
+        d = self.path / "shards"
+        return ShardPaths(final=d / f"{key.id}.safetensors", tmp=d / f"{key.id}.safetensors.tmp",
+                          progress=d / f"{key.id}.progress.json", lock=d / f"{key.id}.lock")
 
     def _lock_shard(self, key: StoreKey) -> BinaryIO:
         """Take the shard's writer lock without waiting; StoreError if another writer holds it."""
-        self._lock_path(key).parent.mkdir(exist_ok=True)
-        f = open(self._lock_path(key), "ab")  # noqa: SIM115 (the lock lives as long as the writer)
+        lock_path = self._paths(key).lock
+        lock_path.parent.mkdir(exist_ok=True)
+        f = open(lock_path, "ab")  # noqa: SIM115 (the lock lives as long as the writer)
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
-            raise StoreError(f"shard {key.id} ({_describe(key)}) is being written by another writer",
+            raise StoreError(f"shard {key.id} ({describe_key(key)}) is being written by another writer",
                              hint="let it finish or close it; a killed writer's lock is released") from None
         return f
 
@@ -226,7 +173,7 @@ class ActivationStore:
         """The manifest entry of ``key`` (not a copy), or StoreError."""
         shards = self._manifest()["shards"]
         if key.id not in shards:
-            raise StoreError(f"no shard for {_describe(key)} in store {str(self.path)!r}",
+            raise StoreError(f"no shard for {describe_key(key)} in store {str(self.path)!r}",
                              hint=f"build it first (xlprobe extract ... --store {self.path}); "
                                   f"store.keys() lists the {len(shards)} shard(s) there")
         return shards[key.id]
@@ -271,29 +218,33 @@ class ActivationStore:
         StoreMismatchError
             If a complete shard of this key has another shape.
         """
-        n_rows, dim = _check_count("n_rows", n_rows), _check_count("dim", dim)
-        chunk_list = _check_chunks(chunks, n_rows)
-        extra_arrays, info_json = _check_extras(extras), _check_info(info)
+        layout, info_json = ShardLayout.checked(n_rows, dim, chunks, extras), _check_info(info)
+        paths = self._paths(key)
         lock = self._lock_shard(key)
         try:
-            if self.has(key):
-                shape = self._entry(key)["shape"]
-                cls = StoreMismatchError if shape != [n_rows, dim] else StoreError
-                raise cls(f"the shard for {_describe(key)} is already complete, shape {shape} "
-                          f"(requested [{n_rows}, {dim}])",
-                          hint="skip keys for which store.has(key) is True, or store.remove(key) to rebuild")
-            w = ShardWriter(self, key, n_rows=n_rows, dim=dim, chunks=chunk_list, extras=extra_arrays,
-                            info=info_json, lock=lock)
+            self._refuse_complete(key, layout)
+            w = ShardWriter(key, layout, paths=paths, info=info_json, lock=lock,
+                            on_complete=functools.partial(self._register, key))
         except BaseException:
-            _unlink(self._lock_path(key))  # safe while held: other writers never wait on it
+            unlink(paths.lock)  # safe while held: other writers never wait on it
             lock.close()
             raise
-        try:
-            w._open()
-        except BaseException:
-            w.close()
-            raise
-        return w
+        return w.open()  # it closes itself (and so unlocks) if opening fails
+
+    def _refuse_complete(self, key: StoreKey, layout: ShardLayout) -> None:
+        """StoreError (StoreMismatchError for another shape) if the shard of ``key`` is complete."""
+        if not self.has(key):
+            return
+        shape, want = self._entry(key)["shape"], [layout.n_rows, layout.dim]
+        cls = StoreMismatchError if shape != want else StoreError
+        raise cls(f"the shard for {describe_key(key)} is already complete, shape {shape} (requested {want})",
+                  hint="skip keys for which store.has(key) is True, or store.remove(key) to rebuild")
+
+    def _register(self, key: StoreKey, entry: Mapping[str, Any]) -> None:
+        """Add a finished shard's manifest entry (the writer's ``on_complete``)."""
+        rel = self._paths(key).final.relative_to(self.path).as_posix()
+        full = {"key": entry["key"], "file": rel, **entry}
+        self._update(lambda m: m["shards"].__setitem__(key.id, full))
 
     def write(self, key: StoreKey, states: np.ndarray, *, extras: Mapping[str, np.ndarray] | None = None,
               info: Mapping[str, Any] | None = None) -> None:
@@ -313,7 +264,7 @@ class ActivationStore:
         if isinstance(cmd, (list, tuple)):
             cmd = shlex.join(str(c) for c in cmd)
         rebuild = f"rebuild it with `{cmd}`" if cmd else "rebuild it by re-running the extraction behind it"
-        return StoreCorruptError(f"shard {path} ({_describe(key)}) is corrupt: {what}",
+        return StoreCorruptError(f"shard {path} ({describe_key(key)}) is corrupt: {what}",
                                  hint=f"{rebuild}, after dropping it with store.remove(key) "
                                       f"(or `xlprobe store verify {self.path} --repair`)")
 
@@ -331,16 +282,14 @@ class ActivationStore:
             raise self._corrupt(key, entry, path, what)
         sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, entry["checksum"])
         if verify and (force or self._verified.get(key.id) != sig):
-            actual = _checksum(path)
+            actual = file_checksum(path)
             if actual != entry["checksum"]:
                 what = f"checksum {actual} differs from the manifest's {entry['checksum']}"
                 raise self._corrupt(key, entry, path, what)
             self._verified[key.id] = sig
         try:
-            header, start = _read_header(path)
-            spec, meta = header[STATES], header.get(_META) or {}
-            ok = (spec["dtype"] == "F32" and spec["shape"] == entry["shape"]
-                  and meta.get("xlprobe.key") == _key_json(key))
+            header, start = read_header(path)
+            ok = header_matches(header, key, entry["shape"])
         except (ValueError, KeyError, TypeError) as exc:
             raise self._corrupt(key, entry, path, f"its safetensors header is unreadable ({exc})") from None
         if not ok:
@@ -366,24 +315,11 @@ class ActivationStore:
             If the file is missing, truncated or its checksum differs; the hint gives the command
             that rebuilds it.
         """
-        path, header, start = self._checked(key, verify=verify)
-        n, d = header[STATES]["shape"]
-        offset = start + header[STATES]["data_offsets"][0]
-        return np.memmap(path, dtype=np.dtype("<f4"), mode="r", offset=offset, shape=(n, d))
+        return read_states(*self._checked(key, verify=verify))
 
     def read_extras(self, key: StoreKey, *, verify: bool = True) -> dict[str, np.ndarray]:
         """The shard's extra arrays (e.g. ``token_ids``), read into memory; checks as :meth:`read`."""
-        path, header, start = self._checked(key, verify=verify)
-        out: dict[str, np.ndarray] = {}
-        for name, spec in header.items():
-            if name in (STATES, _META):
-                continue
-            native = np.dtype(_NP_DTYPES[spec["dtype"]])
-            begin, end = spec["data_offsets"]
-            count = (end - begin) // native.itemsize
-            arr = np.fromfile(path, dtype=native.newbyteorder("<"), count=count, offset=start + begin)
-            out[name] = arr.astype(native, copy=False).reshape(spec["shape"])
-        return out
+        return read_extras(*self._checked(key, verify=verify))
 
     def remove(self, key: StoreKey) -> None:
         """Delete the shard of ``key``: manifest entry first, then its file and any partial files.
@@ -393,10 +329,10 @@ class ActivationStore:
         lock = self._lock_shard(key)
         try:
             self._update(lambda m: m["shards"].pop(key.id, None))
-            path = self._shard_path(key)
-            _unlink(path, path.with_name(path.name + ".tmp"), path.with_name(f"{key.id}.progress.json"))
+            paths = self._paths(key)
+            unlink(paths.final, paths.tmp, paths.progress)
             self._verified.pop(key.id, None)
-            _unlink(self._lock_path(key))
+            unlink(paths.lock)
         finally:
             lock.close()
 
@@ -432,7 +368,7 @@ class ActivationStore:
                 problems.append(str(exc))
                 if repair:
                     self._update(lambda m, fp=fp: m["records"].pop(fp, None))
-                    _unlink(self._records_path(fp))
+                    unlink(self._records_path(fp))
         return problems
 
     # -- records ------------------------------------------------------------------------------
@@ -463,7 +399,7 @@ class ActivationStore:
         if fresh:
             path.parent.mkdir(exist_ok=True)
             lines = (json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True) + "\n" for r in dataset)
-            _atomic_write(path, "".join(lines).encode("utf-8"))
+            atomic_write(path, "".join(lines).encode("utf-8"))
         entry = {"file": path.relative_to(self.path).as_posix(), "name": dataset.name, "n": len(dataset),
                  "meta": _check_info(dataset.meta)}
         if self._manifest()["records"].get(fp) != entry:

@@ -1,11 +1,10 @@
-"""Inputs of a capture run: normalising texts into a Dataset, padding batches, decoder start tokens.
+"""Batches of a capture run: length-sorted record batches, padding, decoder start and pad tokens.
 
-Shared by :func:`xlprobe.hooks.extract` and the TransformerLens adapter, so both read exactly the same
-ids, masks and positions.
+Used through :class:`xlprobe.hooks.plan.CapturePlan`, so every runner (extract, the TransformerLens
+adapter, fine-tuning) reads exactly the same ids, masks and positions.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,49 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from xlprobe.errors import ConfigError, DataError
+from xlprobe.errors import ConfigError
 from xlprobe.hooks.encode import Encoded
-from xlprobe.types import Dataset, Record
 
-__all__ = ["as_dataset", "position_limit", "SideBatch", "side_batch", "decoder_start", "pad_id"]
-
-
-def as_dataset(texts: Any, src_lang: str | None, tgt_texts: Sequence[str] | None,
-                tgt_lang: str | None) -> Dataset:
-    """Normalise strings, records or a Dataset into a Dataset, validating what a user can get wrong."""
-    if isinstance(texts, Dataset):
-        data = texts
-    elif isinstance(texts, str):
-        raise DataError("texts must be a sequence of strings, got a single string",
-                        hint="wrap it in a list: extract(model, tok, [text], ...)")
-    else:
-        items = list(texts)
-        if items and all(isinstance(t, Record) for t in items):
-            data = Dataset("records", tuple(items))
-        elif all(isinstance(t, str) for t in items):
-            if tgt_texts is not None and len(tgt_texts) != len(items):
-                raise DataError(f"{len(items)} texts but {len(tgt_texts)} tgt_texts",
-                                hint="give one target per source text, in the same order")
-            data = Dataset("texts", tuple(
-                Record(str(i), t, src_lang or "und", None, {},
-                       None if tgt_texts is None else tgt_texts[i], tgt_lang)
-                for i, t in enumerate(items)))
-        else:
-            bad = next(i for i, t in enumerate(items) if not isinstance(t, (str, Record)))
-            raise DataError(f"texts[{bad}] is a {type(items[bad]).__name__}, not a str or Record",
-                            hint="pass a list of strings, a list of xlprobe.Record, or an xlprobe Dataset")
-    if len(data) == 0:
-        raise DataError("no texts to encode (empty list)", hint="check the data selection (languages, books, --limit)")
-    empty = [i for i, r in enumerate(data) if not isinstance(r.text, str) or not r.text.strip()]
-    if empty:
-        raise DataError(f"{len(empty)} empty or whitespace-only text(s) at positions {empty[:10]}",
-                        hint="drop them before extracting (the Bible loader filters and counts them)")
-    empty_t = [i for i, r in enumerate(data) if r.target_text is not None and not r.target_text.strip()]
-    if empty_t:
-        raise DataError(f"{len(empty_t)} empty target text(s) at positions {empty_t[:10]}",
-                        hint="drop those pairs or give no targets at all")
-    return data
-
+__all__ = ["position_limit", "SideBatch", "side_batch", "decoder_start", "pad_id", "length_batches"]
 
 
 def position_limit(model: nn.Module) -> int | None:
@@ -65,7 +25,6 @@ def position_limit(model: nn.Module) -> int | None:
     if limit and getattr(cfg, "model_type", "") in ("xlm-roberta", "roberta"):
         limit -= (getattr(cfg, "pad_token_id", 1) or 1) + 1  # positions start after the padding index
     return int(limit) if limit else None
-
 
 
 def _pad(seqs: list[np.ndarray], fill: int | bool, side: str, dtype: Any) -> np.ndarray:
@@ -80,7 +39,6 @@ def _pad(seqs: list[np.ndarray], fill: int | bool, side: str, dtype: Any) -> np.
     return out
 
 
-
 @dataclass
 class SideBatch:
     """One padded side of a batch, as torch tensors on the model's device."""
@@ -90,7 +48,6 @@ class SideBatch:
     keep: torch.Tensor
     tag: torch.Tensor
     positions: torch.Tensor | None
-
 
 
 def side_batch(enc: Encoded, idx: np.ndarray, pad_id: int, side: str, device: torch.device) -> SideBatch:
@@ -108,7 +65,6 @@ def side_batch(enc: Encoded, idx: np.ndarray, pad_id: int, side: str, device: to
     return SideBatch(t(ids).to(device), t(attn).to(device), t(keep).to(device), t(tag).to(device), positions)
 
 
-
 def decoder_start(model: nn.Module) -> int:
     """The decoder start token id from the model's config or generation config."""
     for cfg in (getattr(model, "generation_config", None), getattr(model, "config", None)):
@@ -119,7 +75,6 @@ def decoder_start(model: nn.Module) -> int:
                       hint="set model.config.decoder_start_token_id (mBART-50: the </s> id, 2)")
 
 
-
 def pad_id(tokenizer: Any) -> int:
     """A token id to pad with (masked out, so any valid id works)."""
     for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
@@ -127,3 +82,23 @@ def pad_id(tokenizer: Any) -> int:
         if v is not None:
             return int(v)
     return 0
+
+
+def length_batches(order_key: np.ndarray, lo: int, hi: int, *, batch_size: int, max_tokens: int | None = None
+                   ) -> list[np.ndarray]:
+    """Record indices of ``[lo, hi)`` in batches sorted by ``order_key``, longest first (memory errors come early).
+
+    With ``max_tokens``, a batch also stops growing when its size x its longest text would exceed it
+    (a text longer than ``max_tokens`` is a batch of its own).
+    """
+    idx = np.arange(lo, hi)
+    idx = idx[np.argsort(-order_key[lo:hi], kind="stable")]
+    if max_tokens is None:
+        return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    out, i = [], 0
+    while i < len(idx):
+        longest = max(int(order_key[idx[i]]), 1)  # sorted: the first text of a batch is its longest
+        size = max(1, min(batch_size, max_tokens // longest, len(idx) - i))
+        out.append(idx[i:i + size])
+        i += size
+    return out

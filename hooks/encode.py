@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from xlprobe.errors import ConfigError, DataError
+from xlprobe.errors import ConfigError, DataError, LanguageCodeError
 from xlprobe.hooks.families import Family
 from xlprobe.hooks.langs import code_token_ids, marian_target_token, model_code, valid_codes
 from xlprobe.types import Dataset
 
-__all__ = ["Ragged", "Encoded", "encode_source", "encode_decoder"]
+__all__ = ["Ragged", "Encoded", "encode_source", "encode_decoder", "code_of", "check_tag_available"]
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,20 @@ def _tag_positions(ids: Ragged, tag_ids: set[int]) -> np.ndarray:
     return out
 
 
-def _group_by_code(tokenizer: Any, family: Family, langs: Sequence[str | None]) -> dict[str | None, list[int]]:
+def code_of(tokenizer: Any, family: Family, lang: str, lang_codes: Mapping[str, str] | None = None) -> str:
+    """The model's code for dataset language ``lang``: ``lang_codes`` first, then the automatic mapping."""
+    mapped = (lang_codes or {}).get(lang, lang)
+    try:
+        return model_code(tokenizer, family, mapped)
+    except LanguageCodeError as err:
+        if mapped != lang or not valid_codes(tokenizer):
+            raise
+        raise LanguageCodeError(err.message, hint=f"map it to one of the model's codes, lang_codes={{{lang!r}: CODE}}; "
+                                                  f"{err.hint}") from None
+
+
+def _group_by_code(tokenizer: Any, family: Family, langs: Sequence[str | None],
+                   lang_codes: Mapping[str, str] | None) -> dict[str | None, list[int]]:
     """Indices of texts per model language code (None: the tokenizer's current setting)."""
     groups: dict[str | None, list[int]] = defaultdict(list)
     cache: dict[str, str] = {}
@@ -212,16 +225,18 @@ def _group_by_code(tokenizer: Any, family: Family, langs: Sequence[str | None]) 
             groups[None].append(i)
             continue
         if lang not in cache:
-            cache[lang] = model_code(tokenizer, family, lang)
+            cache[lang] = code_of(tokenizer, family, lang, lang_codes)
         groups[cache[lang]].append(i)
     return groups
 
 
 def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: int,
-                  include_special: bool, use_langs: bool, spans: bool = False) -> Encoded:
+                  include_special: bool, use_langs: bool, spans: bool = False,
+                  lang_codes: Mapping[str, str] | None = None) -> Encoded:
     """Encode the texts as the encoder (or a decoder-only model) reads them, with language codes.
 
-    ``spans=True`` also keeps each token's character span in its text (per-token pooling needs them).
+    ``spans=True`` also keeps each token's character span in its text (per-token pooling needs them);
+    ``lang_codes`` maps dataset languages to model codes ahead of the automatic mapping.
     """
     texts = data.texts
     langs: list[str | None] = [r.lang if use_langs else None for r in data]
@@ -237,7 +252,7 @@ def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: 
                 shift[i] = len(tok) + 1
                 tag_ids.add(int(tokenizer.convert_tokens_to_ids(tok)))
         texts = prefixed
-    groups = _group_by_code(tokenizer, family, langs)
+    groups = _group_by_code(tokenizer, family, langs, lang_codes)
     saved = getattr(tokenizer, "src_lang", None)
     parts: list[tuple[list[int], _Tokens]] = []
     try:
@@ -261,13 +276,13 @@ def encode_source(tokenizer: Any, family: Family, data: Dataset, *, max_length: 
         _shift_spans(offsets, shift)
     keep = Ragged(np.ones(len(special.flat), bool) if include_special else ~special.flat, special.ptr)
     langs_map = {lg: code for lg in {r.lang for r in data} if use_langs and family.lang_style == "src_lang"
-                 for code in [model_code(tokenizer, family, lg)]}
+                 for code in [code_of(tokenizer, family, lg, lang_codes)]}
     return Encoded(ids, keep, _tag_positions(ids, tag_ids), sum(t.truncated for _, t in parts), langs_map,
                    offsets)
 
 
 def encode_decoder(tokenizer: Any, family: Family, data: Dataset, *, max_length: int, include_special: bool,
-                   decoder_start: int, spans: bool = False) -> Encoded:
+                   decoder_start: int, spans: bool = False, lang_codes: Mapping[str, str] | None = None) -> Encoded:
     """Decoder inputs: teacher-forced targets shifted right, or the start prompt when there are none.
 
     With targets, position t holds the state that predicts target token t (inputs are
@@ -285,8 +300,8 @@ def encode_decoder(tokenizer: Any, family: Family, data: Dataset, *, max_length:
     code_ids = code_token_ids(tokenizer)
     groups: dict[str | None, list[int]] = defaultdict(list)
     for i, r in enumerate(data):
-        groups[model_code(tokenizer, family, r.target_lang) if (r.target_lang and family.lang_style == "src_lang")
-               else None].append(i)
+        groups[code_of(tokenizer, family, r.target_lang, lang_codes)
+               if (r.target_lang and family.lang_style == "src_lang") else None].append(i)
     if not all(has_tgt):  # the start prompt, no text
         prompts: list[list[int]] = [[]] * n
         for code, idx in groups.items():

@@ -48,11 +48,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from xlprobe.errors import CapturePointError, ConfigError, DataError, ModelFamilyError
-from xlprobe.hooks.batching import SideBatch, as_dataset, decoder_start, pad_id, position_limit, side_batch
-from xlprobe.hooks.encode import Encoded, check_tag_available, encode_decoder, encode_source
-from xlprobe.hooks.extract import MAX_BATCH_SIZE, Activations
-from xlprobe.hooks.families import Family
+from xlprobe.errors import CapturePointError, ConfigError, ModelFamilyError
+from xlprobe.hooks.batching import SideBatch
+from xlprobe.hooks.extract import Activations
+from xlprobe.hooks.plan import plan_capture
 from xlprobe.hooks.points import capture_points, model_family, resolve_points
 from xlprobe.hooks.pooling import POOLED, pool
 from xlprobe.types import CapturePoint, Dataset, LayerSpec, Record
@@ -270,41 +269,6 @@ class _Target:
     point: CapturePoint | None
 
 
-def _validate(pooling: str, batch_size: int, max_length: int, model: nn.Module) -> None:
-    """Check scalar options once, at the public entry point."""
-    if pooling not in POOLED:
-        raise ConfigError(f"pooling={pooling!r} is not available through the Bridge",
-                          hint=f"valid: {', '.join(POOLED)} (per-token states: xlprobe.hooks.extract)")
-    if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise ConfigError(f"batch_size must be an int in [1, {MAX_BATCH_SIZE}], got {batch_size!r}")
-    limit = position_limit(model)
-    if type(max_length) is not int or not 2 <= max_length <= (limit or max_length):
-        raise ConfigError(f"max_length must be an int in [2, {limit or 'inf'}], got {max_length!r}")
-
-
-def _encode(tok: Any, family: Family, data: Dataset, targets: Sequence[_Target], *, max_length: int,
-            include_special: bool, use_langs: bool, decoder_start: int | None, pooling: str
-            ) -> tuple[Encoded, Encoded | None]:
-    """Encode the source (and the teacher-forced decoder when a target reads it), as extract does."""
-    src = encode_source(tok, family, data, max_length=max_length, include_special=include_special,
-                        use_langs=use_langs)
-    dec = None
-    if family.is_encoder_decoder and any(t.side == "decoder" for t in targets):
-        dec = encode_decoder(tok, family, data, max_length=max_length, include_special=include_special,
-                             decoder_start=decoder_start)
-    for t in targets:
-        enc = dec if family.is_encoder_decoder and t.side == "decoder" else src
-        if pooling == "tag":
-            check_tag_available(enc, tok, family, t.side)
-        elif (enc.kept == 0).any():
-            empty = np.flatnonzero(enc.kept == 0)
-            raise DataError(
-                f"{empty.size} text(s) have no token left to pool on the {t.side} side "
-                f"(positions {empty[:10].tolist()})",
-                hint="they tokenize to special tokens only; drop them or pass include_special=True")
-    return src, dec
-
-
 def _run_batch(bridge: Any, targets: Sequence[_Target], src: SideBatch, dec: SideBatch | None,
                decoder_start: int | None, pooling: str) -> dict[str, np.ndarray]:
     """One ``run_with_cache`` call; each target's states pooled over its side's kept positions."""
@@ -467,41 +431,25 @@ class LensCapture:
             ``{key: float32 [n, d]}`` in input order, also indexable by point alias; ``meta["hooks"]`` maps
             each key to the Bridge hook it was read from.
         """
-        model = self.model
-        data = as_dataset(texts, src_lang, tgt_texts, tgt_lang)
-        max_length = min(256, position_limit(model) or 256) if max_length is None else max_length
-        _validate(pooling, batch_size, max_length, model)
-        family = model_family(model)
-        if tgt_texts is not None and not family.is_encoder_decoder:
-            raise ConfigError(f"tgt_texts given, but {type(model).__name__} has no decoder to teacher-force",
-                              hint="drop tgt_texts (decoder-only models read the texts themselves)")
+        if pooling == "tokens":
+            raise ConfigError(f"pooling={pooling!r} is not available through the Bridge",
+                              hint=f"valid: {', '.join(POOLED)} (per-token states: xlprobe.hooks.extract)")
         targets = self._targets(layers)
+        points = [t.point for t in targets if t.point is not None]
+        plan = plan_capture(self.model, self.tokenizer, texts, points or None, sides={t.side for t in targets},
+                            pooling=pooling, poolings=POOLED, batch_size=batch_size, max_length=max_length,
+                            src_lang=src_lang, tgt_texts=tgt_texts, tgt_lang=tgt_lang,
+                            include_special=include_special)
         bridge = self.boot()
         t0 = time.perf_counter()
-        start = decoder_start(model) if family.is_encoder_decoder else None
-        use_langs = family.lang_style == "src_lang" and any(r.lang != "und" for r in data)  # as extract
-        src, dec = _encode(self.tokenizer, family, data, targets, max_length=max_length, pooling=pooling,
-                           include_special=include_special, use_langs=use_langs, decoder_start=start)
-        truncated = src.truncated + (dec.truncated if dec is not None else 0)
-        if truncated:
-            log.warning("%d of %d texts were longer than max_length=%d tokens and were truncated",
-                        truncated, len(data), max_length)
-        dev, pad, n = torch.device(str(bridge.cfg.device)), pad_id(self.tokenizer), len(data)
-        order = np.argsort(-(src.lengths + (dec.lengths if dec is not None else 0)), kind="stable")
+        dev, n = torch.device(str(bridge.cfg.device)), plan.n
         arrays: dict[str, np.ndarray] = {}
-        for lo in range(0, n, batch_size):
-            idx = order[lo:lo + batch_size]
-            d = side_batch(dec, idx, pad, "right", dev) if dec is not None else None
-            s = side_batch(src, idx, pad, "right", dev)
-            for key, vals in _run_batch(bridge, targets, s, d, start, pooling).items():
+        for idx in plan.batches():
+            s, d = plan.batch(idx, dev)
+            for key, vals in _run_batch(bridge, targets, s, d, plan.decoder_start, pooling).items():
                 arrays.setdefault(key, np.empty((n, vals.shape[1]), np.float32))[idx] = vals
-        meta = {
-            "n": n, "truncated": truncated, "max_length": max_length, "pooling": pooling, "dtype": "float32",
-            "include_special": include_special, "points": [t.key for t in targets], "family": family.name,
-            "langs": src.langs, "backend": "transformer_lens", "hooks": {t.key: t.hook for t in targets},
-            "seconds": time.perf_counter() - t0,
-        }
-        points = [t.point for t in targets if t.point is not None]
+        meta = {**plan.meta(), "points": [t.key for t in targets], "backend": "transformer_lens",
+                "hooks": {t.key: t.hook for t in targets}, "seconds": time.perf_counter() - t0}
         return Activations(points, {t.key: arrays[t.key] for t in targets}, meta)
 
 

@@ -19,7 +19,6 @@ from xlprobe.probes.cca import cca_correlations, pwcca, svcca
 from xlprobe.probes.cka import cka, cka_from_store, cka_matrix, cka_streaming
 from xlprobe.probes.classifiers import LinearProbe, MLPProbe
 from xlprobe.probes.controls import control_task_labels, first_word_types, shuffled_labels
-from xlprobe.probes.finetune import finetune_transfer
 from xlprobe.probes.geometry import anisotropy, effective_rank, norm_stats
 from xlprobe.probes.mdl import MDLResult, online_codelength
 from xlprobe.probes.probing import probe_layers
@@ -44,7 +43,7 @@ from xlprobe.probes.transfer import transfer_probe
 __all__ = [
     # probes and their controls
     "LinearProbe", "MLPProbe", "probe_layers", "shuffled_labels", "control_task_labels", "first_word_types",
-    "online_codelength", "MDLResult", "transfer_probe", "finetune_transfer",
+    "online_codelength", "MDLResult", "transfer_probe",
     # similarity / distance between representations
     "cka", "cka_matrix", "cka_streaming", "cka_from_store", "svcca", "pwcca", "cca_correlations",
     "procrustes_distance",

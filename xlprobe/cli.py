@@ -59,7 +59,8 @@ def layers(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List every capture point of MODEL: name, alias, side, index, output shape."""
-    from xlprobe.loading import describe_points, load_model
+    from xlprobe.hooks.extract import describe_points
+    from xlprobe.loading import load_model
 
     try:
         m, tok = load_model(model)
@@ -80,6 +81,12 @@ def layers(
     console.print("Names ending in ':input' read a block's input (the embedding output). hs[i]: the "
                   "entry of output_hidden_states equal to the point; '-': no entry of output_hidden_states equals this point (e.g. the last "
                   "block of a pre-LN model, before its final norm).")
+    for side in dict.fromkeys(r["side"] for r in rows):
+        mine = [r for r in rows if r["side"] == side]
+        blocks = sum(r["where"] == "block_out" for r in mine)
+        console.print(f"--layers '{side}.*' covers all {len(mine)} {side} points "
+                      f"({', '.join(dict.fromkeys(r['where'] for r in mine))}); "
+                      f"'{side}.[0-9]*' the {blocks} blocks alone.")
 
 
 def _cell(v: object) -> str:
@@ -141,8 +148,6 @@ def capture(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Capture pooled activations of a dataset into a resumable activation store."""
-    from dataclasses import replace
-
     from xlprobe.hooks.memory import fix_mmap_threshold
 
     fix_mmap_threshold()  # bounded peak memory over long runs (see xlprobe.hooks.memory); this process only
@@ -151,19 +156,16 @@ def capture(
     from xlprobe.loading import load_model
     from xlprobe.store import ActivationStore
     from xlprobe.tasks import load_data
-    from xlprobe.types import Dataset
 
     command = "xlprobe " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0 = time.perf_counter()
     try:
         ds = load_data(data_spec, limit=limit, seed=seed)
-        if tgt_lang:
-            ds = Dataset(ds.name, tuple(replace(r, target_lang=tgt_lang) for r in ds), ds.meta)
         m, tok = load_model(model, device=device)
         store = ActivationStore.open(out)
         names = [s.strip() for s in layer_spec.split(",") if s.strip()]
         keys = extract(m, tok, ds, names, pooling=pooling, batch_size=batch_size, max_tokens=max_tokens,
-                       max_length=max_length,
+                       max_length=max_length, tgt_lang=tgt_lang or None,
                        include_special=include_special, dtype=dtype, store=store, progress=True,
                        provenance={"command": command, "model_spec": model, "data_spec": data_spec, "seed": seed})
     except XlprobeError as err:
@@ -229,8 +231,8 @@ def finetune(
     """Zero-shot transfer after fine-tuning (the paper's protocol): same split, steps and seeds per checkpoint."""
     import pandas as pd
 
+    from xlprobe.finetune import finetune_transfer
     from xlprobe.loading import load_model
-    from xlprobe.probes.finetune import finetune_transfer
     from xlprobe.results import results_frame, write_results
     from xlprobe.tasks import load_data
 

@@ -17,7 +17,7 @@ import torch
 
 from xlprobe.errors import ConfigError, ModelNotFoundError
 
-__all__ = ["load_model", "describe_points"]
+__all__ = ["load_model"]
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +77,3 @@ def _load_auto(spec: str, dtype: str) -> tuple[torch.nn.Module, Any]:
         raise ModelNotFoundError(f"cannot load model {spec!r}: {str(err).splitlines()[0]}",
                                  hint="check that the folder holds weights and tokenizer files") from err
     return model, tok
-
-
-def describe_points(model: torch.nn.Module, tokenizer: Any) -> list[dict[str, Any]]:
-    """Every capture point with its output shape, read from one short forward pass."""
-    from xlprobe.hooks.capture import Capture
-    from xlprobe.hooks.points import capture_points, model_family
-
-    points = capture_points(model)
-    fam = model_family(model)
-    enc = tokenizer(["In the beginning was the Word."], return_tensors="pt")
-    enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-    base = getattr(model, "base_model", model)
-    with torch.inference_mode(), Capture(model, points, stop_after=points[-1]) as cap:
-        if fam.is_encoder_decoder:
-            start = getattr(model.config, "decoder_start_token_id", None) or 0
-            dec = torch.tensor([[start]], device=enc["input_ids"].device)
-            base(**enc, decoder_input_ids=dec)
-        else:
-            base(**enc)
-    rows = []
-    for p in points:
-        t = cap.outputs.get(p.name)
-        shape = ["batch", "seq", int(t.shape[-1])] if t is not None else None
-        rows.append({"name": p.name, "alias": p.alias, "side": p.side, "index": p.index, "where": p.where,
-                     "hidden_states": p.hidden_state, "shape": shape})
-    return rows

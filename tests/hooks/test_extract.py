@@ -224,14 +224,13 @@ def test_half_precision_overflow_is_an_error(tiny_model):
 
 
 def test_max_tokens_caps_padded_batch_size_and_changes_no_value(tiny_model, texts):
-    import importlib
+    from xlprobe.hooks.batching import length_batches
 
-    ex = importlib.import_module("xlprobe.hooks.extract")
     key = np.array([10, 50, 20, 50, 5, 30, 200])
-    batches = ex._batches(0, 7, order_key=key, batch_size=3, max_tokens=100)
+    batches = length_batches(key, 0, 7, batch_size=3, max_tokens=100)
     assert [b.tolist() for b in batches] == [[6], [1, 3], [5, 2, 0], [4]]  # 200 alone; 2 x 50; 3 x 30; rest
     assert all(len(b) * key[b].max() <= 100 or len(b) == 1 for b in batches)
-    assert [b.tolist() for b in ex._batches(0, 7, order_key=key, batch_size=3)] == [[6, 1, 3], [5, 2, 0], [4]]
+    assert [b.tolist() for b in length_batches(key, 0, 7, batch_size=3)] == [[6, 1, 3], [5, 2, 0], [4]]
     model, tok = tiny_model("mbart")
     plain = extract(model, tok, texts * 3, "encoder.*", src_lang="en", batch_size=8)
     capped = extract(model, tok, texts * 3, "encoder.*", src_lang="en", batch_size=8, max_tokens=40)

@@ -27,7 +27,8 @@ def test_store_matches_memory_and_skips_complete_shards(tmp_path, tiny_model, ve
     store = ActivationStore.open(tmp_path / "st")
     keys = extract(model, tok, verses, "encoder.*", batch_size=16, chunk_size=32, store=store,
                    provenance={"command": "xlprobe capture --demo"})
-    assert [k.point for k in keys] == list(mem)
+    assert [k.point for k in keys] == [p.name for p in mem.points]  # shards by module path, arrays by alias
+    assert list(mem) == [p.alias for p in mem.points]
     for k in keys:
         np.testing.assert_allclose(store.read(k), mem[k.point], atol=1e-6)
         assert store.entry(k)["info"]["command"] == "xlprobe capture --demo"

@@ -65,37 +65,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xlprobe.errors import ConfigError, DataError, LanguageCodeError
+from xlprobe.errors import ConfigError, DataError
+from xlprobe.hooks.plan import CapturePlan, as_dataset, plan_capture
+from xlprobe.hooks.pooling import pool
 from xlprobe.probes.arrays import check_float, check_int
 from xlprobe.probes.controls import majority_predictions
 from xlprobe.results import make_row, results_frame
 from xlprobe.tasks.splits import group_ids, group_train_test_split
 from xlprobe.types import Dataset, Record
 
-__all__ = ["finetune_transfer", "DEFAULT_LANG_CODES", "POOLINGS", "LAYER"]
+__all__ = ["finetune_transfer", "POOLINGS", "LAYER"]
 
 logger = logging.getLogger(__name__)
 
-#: Dataset language -> mBART-50 code, for the eight languages of the toy family (``xlprobe.toy``).
-DEFAULT_LANG_CODES: Mapping[str, str] = {
-    "en": "en_XX", "es": "es_XX", "fr": "fr_XX", "de": "de_DE",
-    "it": "it_IT", "ru": "ru_RU", "ar": "ar_AR", "vi": "vi_VN",
-}
 #: Poolings of the last encoder state that the head reads.
 POOLINGS = ("mean", "max", "first", "last")
 #: ``layer`` of every row: the last encoder state, the representation that is fine-tuned.
 LAYER = "encoder.last"
 #: Steps averaged into the ``finetune.train_loss`` row.
 _LOSS_WINDOW = 10
-
-
-@dataclass(frozen=True)
-class _Encoded:
-    """Token ids of every record and, per token, whether pooling reads it (not a special token)."""
-
-    ids: list[list[int]]
-    keep: list[list[bool]]
-    pad_id: int
 
 
 @dataclass(frozen=True)
@@ -107,26 +95,6 @@ class _SeedRun:
 
 
 # ----------------------------------------------------------------------------------------- checking
-def _records(data: Any) -> tuple[Record, ...]:
-    if isinstance(data, Dataset):
-        records = data.records
-    elif isinstance(data, (str, bytes)) or not isinstance(data, Sequence):
-        raise DataError(f"data must be a Dataset or a sequence of Record; got {type(data).__name__}",
-                        hint="load one with xlprobe.tasks (e.g. load_bible) or Dataset.from_texts")
-    else:
-        records = tuple(data)
-    if not records:
-        raise DataError("data is empty: nothing to fine-tune on", hint="load some records first")
-    bad = next((r for r in records if not isinstance(r, Record)), None)
-    if bad is not None:
-        raise DataError(f"data must hold Record objects; got a {type(bad).__name__}",
-                        hint="build records with xlprobe.types.Record or Dataset.from_texts")
-    empty = next((r for r in records if not isinstance(r.text, str) or not r.text.strip()), None)
-    if empty is not None:
-        raise DataError(f"record {empty.id!r} has an empty text ({empty.text!r})", hint="drop empty texts first")
-    return tuple(records)
-
-
 def _labels(records: Sequence[Record], label: str) -> np.ndarray:
     if not isinstance(label, str) or not label:
         raise ConfigError(f"label must be a label name (a non-empty string); got {label!r}")
@@ -175,105 +143,7 @@ def _encoder(model: Any) -> Any:
     return getattr(model, "base_model", model)
 
 
-# ------------------------------------------------------------------------------------ language codes
-def _code_known(tokenizer: Any, code: str, table: Any) -> bool:
-    if isinstance(table, Mapping) and table:
-        return code in table
-    unk = getattr(tokenizer, "unk_token_id", None)
-    try:
-        tid = tokenizer.convert_tokens_to_ids(code)
-    except (KeyError, TypeError, ValueError):
-        return False
-    return tid is not None and tid != unk
-
-
-def _lang_codes(tokenizer: Any, langs: Sequence[str], lang_codes: Mapping[str, str] | None) -> dict[str, str] | None:
-    """``{lang: code}`` to set as ``src_lang``, or None for a tokenizer without language codes."""
-    if lang_codes is not None and not (isinstance(lang_codes, Mapping)
-                                       and all(isinstance(k, str) and isinstance(v, str) for k, v in lang_codes.items())):
-        raise ConfigError(f"lang_codes must map a dataset language to the tokenizer's code; got {lang_codes!r}",
-                          hint="e.g. lang_codes={'en': 'en_XX', 'sw': 'sw_KE'}")
-    if not hasattr(tokenizer, "src_lang"):
-        return None
-    table = {**DEFAULT_LANG_CODES, **(lang_codes or {})}
-    known = getattr(tokenizer, "lang_code_to_id", None)
-    shown = ", ".join(sorted(known)[:60]) if isinstance(known, Mapping) and known else "see the model card"
-    out = {}
-    for lang in langs:
-        code = table.get(lang)
-        if code is None and _code_known(tokenizer, lang, known):
-            code = lang  # the data already uses the model's codes
-        if code is None:
-            raise ConfigError(
-                f"no language code for {lang!r}: {type(tokenizer).__name__} marks the source language with a "
-                f"code (src_lang), and lang_codes has none for {lang!r}",
-                hint=f"pass lang_codes={{{lang!r}: CODE}}; the tokenizer's codes: {shown}")
-        if not _code_known(tokenizer, code, known):
-            raise LanguageCodeError(f"code {code!r} (for language {lang!r}) is not a language code of "
-                                    f"{type(tokenizer).__name__}",
-                                    hint=f"fix lang_codes[{lang!r}]; valid codes: {shown}")
-        out[lang] = code
-    return out
-
-
-def _tokenize(tokenizer: Any, records: Sequence[Record], codes: Mapping[str, str] | None, max_length: int) -> _Encoded:
-    """Token ids per record, each language with its ``src_lang`` set; ``src_lang`` restored afterwards."""
-    ids: list[list[int]] = [[] for _ in records]
-    keep: list[list[bool]] = [[] for _ in records]
-    by_lang: dict[str, list[int]] = {}
-    for i, r in enumerate(records):
-        by_lang.setdefault(r.lang, []).append(i)
-    saved = getattr(tokenizer, "src_lang", None)
-    try:
-        for lang, rows in by_lang.items():
-            if codes is not None:
-                tokenizer.src_lang = codes[lang]
-            enc = tokenizer([records[i].text for i in rows], truncation=True, max_length=max_length,
-                            add_special_tokens=True, return_special_tokens_mask=True)
-            for i, tok, special in zip(rows, enc["input_ids"], enc["special_tokens_mask"]):
-                own = [not s for s in special]
-                ids[i], keep[i] = list(tok), own if any(own) else [True] * len(tok)
-    finally:
-        if codes is not None and saved is not None:
-            tokenizer.src_lang = saved
-    pad = getattr(tokenizer, "pad_token_id", None)
-    return _Encoded(ids, keep, 0 if pad is None else int(pad))
-
-
 # ------------------------------------------------------------------------------------------ training
-def _batch(enc: _Encoded, idx: np.ndarray, device: Any) -> tuple[Any, Any, Any]:
-    """Right-padded input ids, attention mask and pooling mask of the records ``idx``."""
-    import torch
-
-    t = max(len(enc.ids[i]) for i in idx)
-    ids = torch.full((len(idx), t), enc.pad_id, dtype=torch.long)
-    att = torch.zeros((len(idx), t), dtype=torch.long)
-    keep = torch.zeros((len(idx), t), dtype=torch.bool)
-    for row, i in enumerate(idx):
-        k = len(enc.ids[i])
-        ids[row, :k] = torch.tensor(enc.ids[i])
-        att[row, :k] = 1
-        keep[row, :k] = torch.tensor(enc.keep[i])
-    return ids.to(device), att.to(device), keep.to(device)
-
-
-def _pool(h: Any, keep: Any, method: str) -> Any:
-    """Pool states [b, t, d] over the True positions of ``keep`` [b, t]."""
-    import torch
-
-    if method == "mean":
-        m = keep.unsqueeze(-1).to(h.dtype)
-        return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
-    if method == "max":
-        return h.masked_fill(~keep.unsqueeze(-1), float("-inf")).amax(1)
-    rows = torch.arange(h.shape[0], device=h.device)
-    first = keep.to(torch.int8).argmax(1)
-    if method == "first":
-        return h[rows, first]
-    last = (keep.shape[1] - 1) - keep.flip(1).to(torch.int8).argmax(1)
-    return h[rows, last]
-
-
 def _states(encoder: Any, ids: Any, att: Any) -> Any:
     out = encoder(input_ids=ids, attention_mask=att)
     h = getattr(out, "last_hidden_state", None)
@@ -291,7 +161,7 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.n
             yield perm[s:s + size]
 
 
-def _run_seed(encoder_src: Any, enc: _Encoded, y: np.ndarray, n_classes: int, train_idx: np.ndarray,
+def _run_seed(encoder_src: Any, plan: CapturePlan, y: np.ndarray, n_classes: int, train_idx: np.ndarray,
               test_idx: np.ndarray, *, seed: int, steps: int, batch_size: int, lr: float, pooling: str,
               device: Any) -> _SeedRun:
     """Fine-tune a copy of the encoder plus a linear head with ``seed``; predict the test items."""
@@ -309,8 +179,8 @@ def _run_seed(encoder_src: Any, enc: _Encoded, y: np.ndarray, n_classes: int, tr
         encoder.requires_grad_(True)
         encoder.eval()
         with torch.no_grad():
-            ids, att, keep = _batch(enc, train_idx[:1], device)
-            d = _states(encoder, ids, att).shape[-1]
+            src, _ = plan.batch(train_idx[:1], device)
+            d = _states(encoder, src.ids, src.attn).shape[-1]
         head = nn.Linear(d, n_classes).to(device)
         params = [*encoder.parameters(), *head.parameters()]
         opt = torch.optim.AdamW(params, lr=lr)
@@ -322,8 +192,8 @@ def _run_seed(encoder_src: Any, enc: _Encoded, y: np.ndarray, n_classes: int, tr
         losses: list[float] = []
         for step in range(1, steps + 1):
             b = train_idx[next(batches)]
-            ids, att, keep = _batch(enc, b, device)
-            logits = head(_pool(_states(encoder, ids, att), keep, pooling).float())
+            src, _ = plan.batch(b, device)
+            logits = head(pool(_states(encoder, src.ids, src.attn), src.keep, pooling))
             loss = F.cross_entropy(logits, y_t[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -334,12 +204,12 @@ def _run_seed(encoder_src: Any, enc: _Encoded, y: np.ndarray, n_classes: int, tr
         encoder.eval()
         head.eval()
         pred = np.empty(len(test_idx), dtype=np.int64)
-        order = np.argsort([len(enc.ids[i]) for i in test_idx], kind="stable")  # little padding
+        order = np.argsort(plan.src.lengths[test_idx], kind="stable")  # little padding
         with torch.inference_mode():
             for s in range(0, len(order), batch_size):
                 pos = order[s:s + batch_size]
-                ids, att, keep = _batch(enc, test_idx[pos], device)
-                pred[pos] = head(_pool(_states(encoder, ids, att), keep, pooling).float()).argmax(-1).cpu().numpy()
+                src, _ = plan.batch(test_idx[pos], device)
+                pred[pos] = head(pool(_states(encoder, src.ids, src.attn), src.keep, pooling)).argmax(-1).cpu().numpy()
     return _SeedRun(pred, losses)
 
 
@@ -393,7 +263,8 @@ def finetune_transfer(
     test_size : float, default 0.3
         Fraction of the records in the test groups.
     lang_codes : mapping, optional
-        Dataset language -> tokenizer code, added to (and overriding) :data:`DEFAULT_LANG_CODES`.
+        Dataset language -> tokenizer code, ahead of the automatic mapping (``fr`` -> ``fr_XX``), as for
+        :func:`xlprobe.hooks.extract`.
     device : str, default "cpu"
         Torch device of the training ("auto": CUDA when available).
     split_seed : int, default 0
@@ -411,9 +282,10 @@ def finetune_transfer(
         Unknown or missing label, ``train_lang`` absent from the data or from the training groups,
         fewer than 2 classes among the training items, fewer than 2 groups, empty texts.
     ConfigError
-        A bad option, or a language without a code in ``lang_codes`` for a tokenizer that needs one.
+        A bad option.
     LanguageCodeError
-        A code in ``lang_codes`` that the tokenizer does not know.
+        A language the tokenizer has no code for (map it with ``lang_codes``), or a code in
+        ``lang_codes`` that it does not know.
 
     Examples
     --------
@@ -423,7 +295,7 @@ def finetune_transfer(
     >>> df = finetune_transfer(model, tok, load_bible(["en", "fr", "de"], limit=500), label="genre")  # doctest: +SKIP
     >>> df[df.seed.isna() & (df.measure == "finetune.accuracy")]  # doctest: +SKIP
     """
-    records = _records(data)
+    records = as_dataset(data).records
     y_all = _labels(records, label)
     if not isinstance(checkpoint, str) or not checkpoint:
         raise ConfigError(f"checkpoint must be a non-empty name; got {checkpoint!r}")
@@ -464,14 +336,14 @@ def finetune_transfer(
         logger.warning("finetune_transfer: %d test items have a %r class absent from the training items; "
                        "they count as errors", unseen, label)
     test_langs = [train_lang, *(lg for lg in present if lg != train_lang)]
-    codes = _lang_codes(tokenizer, present, lang_codes)
-    enc = _tokenize(tokenizer, records, codes, max_length)
+    plan = plan_capture(model, tokenizer, records, sides=("encoder",), pooling=pooling, poolings=POOLINGS,
+                        max_length=max_length, lang_codes=lang_codes)
 
     acc: dict[int, dict[str, float]] = {}
     curves: dict[int, list[float]] = {}
     for seed in seeds:
         t0 = time.perf_counter()
-        run = _run_seed(encoder_src, enc, y, len(classes), train_idx, test_side, seed=seed, steps=steps,
+        run = _run_seed(encoder_src, plan, y, len(classes), train_idx, test_side, seed=seed, steps=steps,
                         batch_size=batch_size, lr=lr, pooling=pooling, device=dev)
         correct = run.pred == y[test_side]
         acc[seed] = {lg: float(correct[langs[test_side] == lg].mean()) for lg in test_langs

@@ -1,0 +1,154 @@
+"""Run a capture plan's batches through a model with forward hooks: pooled outputs per point.
+
+:class:`PlanRunner` is the one forward path of xlprobe's hook-based capture: it runs the cheapest call
+that reaches every planned point (no decoder or LM head unless a decoder point is asked for; the pass
+stops after the last requested block), pools inside the hook, checks for non-finite values and hands
+back ``{point name: float32 [b, d]}`` per batch. :func:`~xlprobe.hooks.extract` (in memory) and
+:func:`~xlprobe.hooks.writing.write_plan` (into the store) drive it.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xlprobe.errors import ConfigError, NumericalError
+from xlprobe.hooks.batching import SideBatch
+from xlprobe.hooks.capture import Capture
+from xlprobe.hooks.encode import Encoded
+from xlprobe.hooks.plan import CapturePlan
+from xlprobe.hooks.pooling import pool
+from xlprobe.types import CapturePoint
+
+__all__ = ["PlanRunner", "token_layout", "token_rows", "progress_bar"]
+
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    """True when ``fn`` takes a keyword ``name``."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _forward_fn(model: nn.Module, plan: CapturePlan) -> Callable[[SideBatch, SideBatch | None], None]:
+    """The cheapest call that reaches every planned point (no decoder / LM head unless needed)."""
+    base = getattr(model, "base_model", model)
+    if plan.family.is_encoder_decoder and plan.dec is None:
+        encoder = model.get_encoder()
+        fn: Callable = encoder.forward
+
+        def run(src: SideBatch, dec: SideBatch | None) -> None:
+            kw = {"position_ids": src.positions} if src.positions is not None else {}
+            encoder(input_ids=src.ids, attention_mask=src.attn, **kw)
+    elif plan.family.is_encoder_decoder:
+        fn = base.forward
+
+        def run(src: SideBatch, dec: SideBatch | None) -> None:
+            base(input_ids=src.ids, attention_mask=src.attn, decoder_input_ids=dec.ids,
+                 decoder_attention_mask=dec.attn)
+    else:
+        fn = base.forward
+
+        def run(src: SideBatch, dec: SideBatch | None) -> None:
+            kw = {"position_ids": src.positions} if src.positions is not None else {}
+            base(input_ids=src.ids, attention_mask=src.attn, **kw)
+    if plan.padding_side == "left" and (plan.family.is_encoder_decoder or not _accepts(fn, "position_ids")):
+        raise ConfigError(
+            f"padding_side='left' would shift the positions of {type(model).__name__}, whose forward takes no "
+            "position_ids here", hint="use padding_side='right' (pooling handles either; states do not)")
+    return run
+
+
+@contextlib.contextmanager
+def _precision(dtype: str, model: nn.Module, dev: torch.device) -> Iterator[None]:
+    """Autocast to ``dtype`` when the model's weights are float32 and a lower precision is asked."""
+    want = _TORCH_DTYPES[dtype]
+    have = next(model.parameters()).dtype
+    if want is torch.float32 or have is want:
+        yield
+        return
+    with torch.autocast(device_type=dev.type, dtype=want):
+        yield
+
+
+class PlanRunner:
+    """Runs batches of a plan through ``model`` and returns each point's pooled output.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model the plan was made for, on its device (eval mode is the caller's business).
+    plan : CapturePlan
+        What to read; its points must be non-empty.
+    """
+
+    def __init__(self, model: nn.Module, plan: CapturePlan) -> None:
+        if not plan.points:
+            raise ConfigError("the plan has no capture point to run", hint="plan with layers=...")
+        self.model = model
+        self.plan = plan
+        self.device = next(model.parameters()).device
+        self._run = _forward_fn(model, plan)
+        self._sides: dict[str, SideBatch | None] = {}
+        self._idx = np.empty(0, np.int64)
+        self._out: dict[str, np.ndarray] = {}
+
+    def __call__(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Pooled outputs ``{point name: float32 [len(idx), d]}`` (per-token rows for ``tokens``)."""
+        plan = self.plan
+        src, dec = plan.batch(idx, self.device)
+        self._sides = {"encoder": src, "decoder": src if plan.src_is_decoder else dec}
+        self._idx, self._out = idx, {}
+        with _precision(plan.dtype, self.model, self.device), torch.inference_mode(), \
+                Capture(self.model, plan.points, self._sink, stop_after=plan.points[-1]):
+            self._run(src, dec)
+        return self._out
+
+    def _sink(self, point: CapturePoint, states: torch.Tensor) -> None:
+        """Pool one point's states over its side's kept positions, checking they are finite."""
+        side = self._sides[point.side]
+        if self.plan.pooling == "tokens":
+            vals = states[side.keep].float()
+        else:
+            vals = pool(states, side.keep, self.plan.pooling, side.tag)
+        if not torch.isfinite(vals).all():  # checked on what is kept: one [b, d] pass, not [b, t, d]
+            raise NumericalError(
+                f"non-finite activations (inf / NaN) at {point.name} in dtype {self.plan.dtype}, batch of "
+                f"records {self._idx[:8].tolist()}...", hint="capture in dtype='float32' (float16 overflows first)")
+        self._out[point.name] = vals.cpu().numpy()
+
+
+def token_layout(enc: Encoded) -> dict[str, np.ndarray]:
+    """Where each text's kept tokens sit in a per-token array, with their ids and character spans."""
+    sel = enc.keep.flat
+    layout = {
+        "row_ptr": np.concatenate([[0], np.cumsum(enc.kept)]).astype(np.int64),
+        "token_ids": enc.ids.flat[sel].astype(np.int64),
+    }
+    if enc.spans is not None:
+        layout["char_spans"] = enc.spans.flat[sel].astype(np.int64)
+    return layout
+
+
+def token_rows(ptr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows of the per-token array owned by records ``idx``, in batch order."""
+    return np.concatenate([np.arange(ptr[i], ptr[i + 1]) for i in idx]) if len(idx) else np.empty(0, np.int64)
+
+
+def progress_bar(progress: bool, total: int, what: str = "capturing") -> tuple[Any, Callable[[int], None]]:
+    """A rich progress bar, or a no-op, as a (context, advance) pair."""
+    if not progress:
+        return contextlib.nullcontext(), (lambda k: None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    task = bar.add_task(what, total=total)
+    return bar, (lambda k: bar.advance(task, k))

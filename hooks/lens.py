@@ -418,7 +418,7 @@ class LensCapture:
         layers : LayerSpec
             xlprobe points (names, aliases, globs, ``"all"``, a predicate) and / or Bridge hook names or
             globs (``encoder_blocks.3.hook_resid_post``, ``decoder_blocks.*.hook_resid_mid``). A hook that
-            carries an xlprobe point is stored under the point's name, as ``extract`` stores it; any other
+            carries an xlprobe point is stored under the point's alias, as ``extract`` stores it; any other
             hook must give [batch, seq, d] states and is stored under its own name.
         pooling : {"mean", "first", "last", "max", "tag"}
             As for ``extract`` (special tokens and padding left out unless ``include_special``).
@@ -428,8 +428,8 @@ class LensCapture:
         Returns
         -------
         Activations
-            ``{key: float32 [n, d]}`` in input order, also indexable by point alias; ``meta["hooks"]`` maps
-            each key to the Bridge hook it was read from.
+            ``{key: float32 [n, d]}`` in input order, keyed by point alias (also indexable by module path)
+            or by hook name; ``meta["hooks"]`` maps each point name or hook to the Bridge hook it was read from.
         """
         if pooling == "tokens":
             raise ConfigError(f"pooling={pooling!r} is not available through the Bridge",
@@ -453,35 +453,27 @@ class LensCapture:
         return Activations(points, {t.key: arrays[t.key] for t in targets}, meta)
 
 
-def lens_extract(
-    model: nn.Module,
-    tokenizer: Any,
-    texts: Sequence[str] | Sequence[Record] | Dataset,
-    layers: LayerSpec,
-    *,
-    pooling: str = "mean",
-    tgt_texts: Sequence[str] | None = None,
-    device: str | torch.device | None = None,
-    **options: Any,
-) -> Activations:
+def lens_extract(model: nn.Module, tokenizer: Any, texts: Sequence[str] | Sequence[Record] | Dataset,
+                 layers: LayerSpec, *, device: str | torch.device | None = None, **options: Any) -> Activations:
     """Capture pooled activations through a TransformerBridge booted for this call.
 
     Parameters
     ----------
     model, tokenizer
         A loaded Hugging Face model (deep-copied, never modified) and its tokenizer.
-    texts, layers, pooling, tgt_texts
+    texts, layers
         As for :meth:`LensCapture.extract`.
     device : str or torch.device, optional
         Where the Bridge's copy runs. Default: where ``model`` is.
     **options
-        ``batch_size``, ``max_length``, ``src_lang``, ``tgt_lang``, ``include_special``.
+        The options of :meth:`LensCapture.extract`: ``pooling``, ``batch_size``, ``max_length``,
+        ``src_lang``, ``tgt_texts``, ``tgt_lang``, ``include_special``.
 
     Returns
     -------
     Activations
-        Keyed like :func:`xlprobe.hooks.extract`'s output (point names, also by alias; other Bridge hooks
-        by hook name).
+        Keyed like :func:`xlprobe.hooks.extract`'s output (point aliases, also by module path; other
+        Bridge hooks by hook name).
 
     See Also
     --------
@@ -494,5 +486,4 @@ def lens_extract(
     >>> acts["encoder.1"].shape                                          # doctest: +SKIP
     (1, 1024)
     """
-    return LensCapture(model, tokenizer, device=device).extract(texts, layers, pooling=pooling,
-                                                                tgt_texts=tgt_texts, **options)
+    return LensCapture(model, tokenizer, device=device).extract(texts, layers, **options)

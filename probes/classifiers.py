@@ -1,79 +1,114 @@
 """Linear and MLP probes as scikit-learn classifiers (``fit`` / ``predict`` / ``predict_proba`` / ``score``).
 
 Both are torch models behind the estimator contract: parameters in ``__init__`` and stored as given,
-learned state ending in ``_``, so ``sklearn.base.clone``, ``Pipeline`` and ``cross_val_score`` work.
+learned state ending in ``_``, input checked by scikit-learn's public ``validate_data`` and
+``check_is_fitted``, so ``sklearn.base.clone``, ``Pipeline``, ``cross_val_score`` and scikit-learn's
+``check_estimator`` all work (``tests/probes/test_estimator_checks.py`` runs every check).
 
-* :class:`LinearProbe`: multinomial logistic regression with an L2 penalty, fitted to convergence by
-  full-batch L-BFGS (strong-Wolfe line search) in float32. ``C`` means what it means in scikit-learn's
-  ``LogisticRegression`` (objective ``C * sum_i w_i CE_i + ||W||^2 / 2``), so the two reach the same
-  optimum and can be compared at the same setting.
+* :class:`LinearProbe`: L2-penalised logistic regression fitted to convergence by full-batch L-BFGS
+  (strong-Wolfe line search) in float32 (the objective summed in float64). It is scikit-learn's ``LogisticRegression`` model for every
+  number of classes: one weight vector and a sigmoid for two classes, multinomial (one weight vector
+  per class) for three or more, objective ``C * sum_i w_i CE_i + ||coef||^2 / 2``. So ``C`` means
+  what it means there and the two reach the same optimum at the same setting.
 * :class:`MLPProbe`: Dropout -> Linear(d, hidden) -> GELU -> Linear(hidden, K), the probe of the
   follow-up study; AdamW (decoupled L2 as ``weight_decay``), minibatches, early stopping on a held-out
   part of the training data (split by group when groups are given), the best epoch's weights kept.
 
 Features are standardised with the training mean and standard deviation by default (probes then compare
-layers whose scales differ by orders of magnitude on the same footing). Randomness (initialisation,
-dropout, minibatch order, validation split) comes from ``seed`` alone; the global torch RNG is left
-as it was.
+layers whose scales differ by orders of magnitude on the same footing). A column whose spread is at
+the float noise floor of the layer (standard deviation below ``1e-6`` times the layer's typical
+column scale, see ``_NOISE_FLOOR``) is treated as constant: centred, never scaled up to unit variance.
+
+Randomness (initialisation, dropout, minibatch order, validation split) comes from ``random_state``
+alone (``None``: 0, or the ``seed`` of the function that runs the probe, such as ``probe_layers``);
+the global torch RNG is left as it was. Predictions are computed in float64 on the CPU, so a row's
+prediction does not depend on the other rows it is predicted with.
 """
 from __future__ import annotations
 
 import copy
 import math
+import numbers
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from xlprobe.errors import ConfigError, DataError
-from xlprobe.probes.arrays import as_rep, check_float, check_int
+from xlprobe.probes.arrays import check_float, check_int
 
 __all__ = ["LinearProbe", "MLPProbe"]
 
+#: A column whose standard deviation is at most this fraction of the layer's typical column scale (the
+#: median over columns of the root mean square) is constant for standardisation. float32 activations
+#: carry a relative rounding error of about 1.2e-7 of the values they are computed with, so a spread
+#: below ~8 ulps of the layer's scale is noise (MiniLM layer 5 has a column with sd 1.5e-9 around
+#: -1e-7); scaled to unit variance, it would weigh as much as a real feature.
+_NOISE_FLOOR = 1e-6
 
-def _not_fitted(est: Any) -> None:
-    """Raise ProbeNotFittedError (a scikit-learn NotFittedError) when ``fit`` has not run."""
-    if not hasattr(est, "classes_"):
-        from xlprobe.errors import ProbeNotFittedError
 
-        raise ProbeNotFittedError(f"this {type(est).__name__} is not fitted yet",
-                                  hint="call fit(X, y) before predict / predict_proba / score")
+def _check_random_state(v: Any) -> int:
+    """The seed of ``random_state``: an integer >= 0, or 0 for None."""
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+        raise ConfigError(f"random_state must be None or an integer >= 0; got {v!r}",
+                          hint="pass e.g. random_state=0 (None means 0, or the seed of probe_layers)")
+    return int(v)
 
 
 class _TorchProbe(ClassifierMixin, BaseEstimator):
-    """Shared parts: input checks, standardisation, class weights, prediction."""
+    """Shared parts: input checks, standardisation, class weights, prediction from float64 logits."""
 
     def _check_common(self) -> None:
         if not isinstance(self.standardize, bool):
             raise ConfigError(f"standardize must be True or False; got {self.standardize!r}")
-        check_int("seed", self.seed, 0)
+        _check_random_state(self.random_state)
         cw = self.class_weight
-        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+        if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
             raise ConfigError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}; got {cw!r}")
+
+    def _validate(self, X: Any, y: Any = "no_validation", *, reset: bool) -> Any:
+        """scikit-learn's ``validate_data``; its ValueErrors (same text) become DataError with a hint."""
+        try:
+            if reset:
+                return validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
+            return validate_data(self, X, reset=False, dtype=np.float64)
+        except DataError:
+            raise
+        except ValueError as exc:
+            hint = ("pass a finite float array X [n items, d features] and one label per row"
+                    if reset else "predict on the same layer (same width) the probe was fitted on")
+            raise DataError(str(exc), hint=hint) from exc
 
     def _fit_input(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Validated float32 features and class codes; sets classes_, n_features_in_, mean_, scale_."""
-        A = as_rep(X, "X", dtype=np.float64, min_rows=2)
-        a = np.asarray(y)
-        if a.ndim != 1 or a.shape[0] != A.shape[0]:
-            raise DataError(f"y must be 1-D with one label per row of X ({A.shape[0]}); got shape {a.shape}",
-                            hint="pass one label per item, in the order of X")
+        A, a = self._validate(X, y, reset=True)
         if a.dtype == object and any(v is None for v in a):
             raise DataError("y contains None", hint="drop unlabelled items before probing")
+        try:
+            check_classification_targets(a)
+        except ValueError as exc:
+            raise DataError(str(exc), hint="a probe needs class labels (int, str), not a continuous target"
+                            ) from exc
         classes, codes = np.unique(a, return_inverse=True)
         if classes.size < 2:
             raise DataError(f"y has {classes.size} distinct label(s) ({classes[:3].tolist()}); a probe needs "
-                            "at least 2", hint="a labelling with one class says nothing: check the data selection")
+                            "at least 2 classes",
+                            hint="a labelling with one class says nothing: check the data selection")
         self.classes_ = classes
-        self.n_features_in_ = A.shape[1]
         if self.standardize:
             self.mean_ = A.mean(axis=0)
             sd = A.std(axis=0)
-            self.scale_ = np.where(sd > 1e-12 * max(1.0, float(np.abs(self.mean_).max())), sd, 1.0)
+            typical = float(np.median(np.sqrt(self.mean_ ** 2 + sd ** 2)))
+            self.scale_ = np.where(sd > _NOISE_FLOOR * typical, sd, 1.0)
         else:
             self.mean_ = np.zeros(A.shape[1])
             self.scale_ = np.ones(A.shape[1])
@@ -85,7 +120,7 @@ class _TorchProbe(ClassifierMixin, BaseEstimator):
         cw = self.class_weight
         if cw is None:
             return np.ones(len(codes), np.float32)
-        if cw == "balanced":
+        if isinstance(cw, str):  # "balanced"
             per = len(codes) / (K * np.bincount(codes, minlength=K))
         else:
             unknown = [c for c in cw if c not in set(self.classes_.tolist())]
@@ -95,71 +130,105 @@ class _TorchProbe(ClassifierMixin, BaseEstimator):
             per = np.array([float(cw.get(c, 1.0)) for c in self.classes_.tolist()])
         return per[codes].astype(np.float32)
 
-    def _input(self, X: Any) -> torch.Tensor:
-        _not_fitted(self)
-        A = as_rep(X, "X", dtype=np.float64)
-        if A.shape[1] != self.n_features_in_:
-            raise DataError(f"X has {A.shape[1]} features; this probe was fitted on {self.n_features_in_}",
-                            hint="predict on the same layer (same width) the probe was fitted on")
-        return torch.from_numpy(((A - self.mean_) / self.scale_).astype(np.float32)).to(self.device)
+    def _input(self, X: Any) -> np.ndarray:
+        """Checked and standardised float64 features for prediction."""
+        try:
+            check_is_fitted(self)
+        except NotFittedError as exc:
+            from xlprobe.errors import ProbeNotFittedError
 
-    def _logits(self, Z: torch.Tensor) -> torch.Tensor:
+            raise ProbeNotFittedError(str(exc), hint="call fit(X, y) before predict / predict_proba / score"
+                                      ) from None
+        A = self._validate(X, reset=False)
+        return (A - self.mean_) / self.scale_
+
+    def _scores(self, Z: np.ndarray) -> np.ndarray:
+        """float64 scores: [n] (log-odds of classes_[1]) for two classes, [n, K] logits otherwise."""
         raise NotImplementedError
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Class scores (logits) [n, K]."""
-        with torch.inference_mode():
-            return self._logits(self._input(X)).double().cpu().numpy()
+        """Class scores: [n] log-odds of ``classes_[1]`` for two classes, [n, K] logits for more."""
+        return self._scores(self._input(X))
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log class probabilities [n, K], columns in the order of ``classes_`` (MDL codelengths)."""
+        s = self._scores(self._input(X))
+        if s.ndim == 1:
+            return np.stack([-np.logaddexp(0.0, s), -np.logaddexp(0.0, -s)], axis=1)
+        return log_softmax(s, axis=1)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities [n, K], columns in the order of ``classes_``."""
-        with torch.inference_mode():
-            return torch.softmax(self._logits(self._input(X)).double(), dim=1).cpu().numpy()
-
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        """Log class probabilities [n, K] (what MDL codelengths are made of)."""
-        with torch.inference_mode():
-            return torch.log_softmax(self._logits(self._input(X)).double(), dim=1).cpu().numpy()
+        return np.exp(self.predict_log_proba(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each row."""
-        scores = self.decision_function(X)
-        return self.classes_[np.argmax(scores, axis=1)]
+        s = self.decision_function(X)
+        return self.classes_[(s > 0).astype(np.intp) if s.ndim == 1 else np.argmax(s, axis=1)]
 
 
 class LinearProbe(_TorchProbe):
-    """Multinomial logistic regression probe (L2), fitted by full-batch L-BFGS.
+    """Logistic regression probe (L2), scikit-learn's ``LogisticRegression`` model, fitted by L-BFGS.
+
+    Two classes: one weight vector and a sigmoid; three or more: multinomial (softmax). For every
+    number of classes ``LinearProbe(C=c)`` reaches the optimum of ``LogisticRegression(C=c)`` on the
+    standardised features.
 
     Parameters
     ----------
     C : float, default 1.0
         Inverse L2 strength, as in scikit-learn's ``LogisticRegression`` (smaller: stronger penalty).
     standardize : bool, default True
-        Centre and scale features with the training statistics.
+        Centre and scale features with the training statistics (columns at the float noise floor are
+        centred only).
     class_weight : None, "balanced" or dict, default None
         Reweight classes in the loss.
     max_iter : int, default 500
         L-BFGS iterations at most (a ``ConvergenceWarning`` when reached).
     tol : float, default 1e-6
         Stop when the largest gradient entry of the mean loss falls below ``tol``.
-    seed : int, default 0
-        Unused by the (convex, zero-initialised) fit; kept so every probe takes a seed.
+    random_state : int or None, default None
+        Unused by the (convex, zero-initialised) fit; kept so every probe takes one.
     device : str, default "cpu"
+        Where the fit runs (predictions run in float64 on the CPU).
 
     Attributes
     ----------
-    classes_, n_features_in_, mean_, scale_, coef_ [K, d] (on standardised features), intercept_ [K],
-    n_iter_, loss_ (final training objective per item).
+    classes_ : ndarray [K]
+    n_features_in_ : int
+    mean_, scale_ : ndarray [d]
+        The standardisation (zeros and ones when ``standardize=False``).
+    coef_ : ndarray [1, d] for two classes, [K, d] otherwise
+        Weights on the standardised features, as scikit-learn's ``coef_``.
+    intercept_ : ndarray [1] or [K]
+    n_iter_ : int
+        L-BFGS iterations run.
+    loss_ : float
+        The training objective at the returned weights, per item:
+        ``mean_i w_i CE_i + ||coef_||^2 / (2 C n)`` (scikit-learn's objective divided by ``C * n``).
+
+    See Also
+    --------
+    MLPProbe : a one-hidden-layer probe with the same interface.
+    sklearn.linear_model.LogisticRegression : the same model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [0.1, 0.9], [0.9, 0.2]])
+    >>> LinearProbe(C=10.0).fit(X, ["a", "b", "a", "b"]).predict([[0.0, 0.8]]).tolist()
+    ['a']
     """
 
     def __init__(self, C: float = 1.0, *, standardize: bool = True, class_weight: Any = None,
-                 max_iter: int = 500, tol: float = 1e-6, seed: int = 0, device: str = "cpu") -> None:
+                 max_iter: int = 500, tol: float = 1e-6, random_state: int | None = None,
+                 device: str = "cpu") -> None:
         self.C = C
         self.standardize = standardize
         self.class_weight = class_weight
         self.max_iter = max_iter
         self.tol = tol
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> LinearProbe:
@@ -169,26 +238,35 @@ class LinearProbe(_TorchProbe):
         max_iter = check_int("max_iter", self.max_iter, 1)
         tol = check_float("tol", self.tol, 0.0, math.inf, open_low=True)
         Z, codes = self._fit_input(X, y)
-        w = torch.from_numpy(self._sample_weights(codes)).to(self.device)
+        w_np = self._sample_weights(codes)
         n, d = Z.shape
         K = len(self.classes_)
+        out = 1 if K == 2 else K  # scikit-learn's binary model: one weight vector, sigmoid
         Zt = torch.from_numpy(Z).to(self.device)
+        w = torch.from_numpy(w_np).to(self.device)
         yt = torch.from_numpy(codes).to(self.device)
-        W = torch.zeros(d, K, device=self.device, requires_grad=True)
-        b = torch.zeros(K, device=self.device, requires_grad=True)
+        yf = yt.to(torch.float32)
+        W = torch.zeros(d, out, device=self.device, requires_grad=True)
+        b = torch.zeros(out, device=self.device, requires_grad=True)
         lam = 1.0 / (C * n)  # scikit-learn's objective divided by C * n
         opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-10,
                                 history_size=20, line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            ce = nn.functional.cross_entropy(Zt @ W + b, yt, reduction="none")
-            loss = (w * ce).sum() / n + 0.5 * lam * (W * W).sum()
+            logits = Zt @ W + b
+            if out == 1:
+                ce = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], yf, reduction="none")
+            else:
+                ce = nn.functional.cross_entropy(logits, yt, reduction="none")
+            # summed in float64: a float32 total rounds small late decreases to zero, and L-BFGS stops
+            # on 'no change' with gradients ~20x above tol (logits 1e-3 off scikit-learn's optimum)
+            loss = (w * ce).double().sum() / n + 0.5 * lam * W.double().square().sum()
             loss.backward()
             return loss
 
         with torch.enable_grad():
-            loss = opt.step(closure)
+            opt.step(closure)  # returns the loss of the first closure call, not the final one
         state = opt.state[opt._params[0]]
         self.n_iter_ = int(state.get("n_iter", 0))
         if self.n_iter_ >= max_iter:
@@ -196,20 +274,25 @@ class LinearProbe(_TorchProbe):
                           f"tol={tol:g}; increase max_iter or lower C", ConvergenceWarning, stacklevel=2)
         self.coef_ = W.detach().T.cpu().numpy().astype(np.float64)
         self.intercept_ = b.detach().cpu().numpy().astype(np.float64)
-        self.loss_ = float(loss.detach())
-        if not np.isfinite(self.coef_).all():
+        if not (np.isfinite(self.coef_).all() and np.isfinite(self.intercept_).all()):
             raise DataError("LinearProbe diverged (non-finite weights)",
                             hint="check X for extreme values, or use standardize=True")
-        self._W, self._b = W.detach(), b.detach()
+        self.loss_ = self._objective(Z.astype(np.float64), codes, w_np.astype(np.float64), C)
         return self
 
-    def _logits(self, Z: torch.Tensor) -> torch.Tensor:
-        return Z @ self._W + self._b
+    def _objective(self, Z: np.ndarray, codes: np.ndarray, w: np.ndarray, C: float) -> float:
+        """The per-item training objective at ``coef_`` / ``intercept_``, in float64."""
+        s = self._scores(Z)
+        if s.ndim == 1:
+            ce = np.logaddexp(0.0, np.where(codes == 1, -s, s))
+        else:
+            ce = -log_softmax(s, axis=1)[np.arange(codes.size), codes]
+        n = codes.size
+        return float((w * ce).sum() / n + (self.coef_ ** 2).sum() / (2.0 * C * n))
 
-    def __sklearn_tags__(self):  # noqa: D105
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
+    def _scores(self, Z: np.ndarray) -> np.ndarray:
+        s = Z @ self.coef_.T + self.intercept_
+        return s[:, 0] if s.shape[1] == 1 else s
 
 
 class _MLP(nn.Module):
@@ -240,7 +323,9 @@ class MLPProbe(_TorchProbe):
         epochs without improvement.
     validation_fraction : float, default 0.1
     patience : int, default 10
-    standardize, class_weight, seed, device : as :class:`LinearProbe`.
+    standardize, class_weight, device : as :class:`LinearProbe`.
+    random_state : int or None, default None
+        Seeds initialisation, dropout, minibatch order and the validation split (None: 0).
 
     Attributes
     ----------
@@ -251,7 +336,7 @@ class MLPProbe(_TorchProbe):
     def __init__(self, hidden: int = 256, *, dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-2,
                  batch_size: int = 64, max_epochs: int = 100, early_stopping: bool = True,
                  validation_fraction: float = 0.1, patience: int = 10, standardize: bool = True,
-                 class_weight: Any = None, seed: int = 0, device: str = "cpu") -> None:
+                 class_weight: Any = None, random_state: int | None = None, device: str = "cpu") -> None:
         self.hidden = hidden
         self.dropout = dropout
         self.lr = lr
@@ -263,7 +348,7 @@ class MLPProbe(_TorchProbe):
         self.patience = patience
         self.standardize = standardize
         self.class_weight = class_weight
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
 
     def _check(self) -> None:
@@ -303,7 +388,8 @@ class MLPProbe(_TorchProbe):
         self._check()
         Z, codes = self._fit_input(X, y)
         weights = self._sample_weights(codes)
-        rng = np.random.default_rng(self.seed)
+        seed = _check_random_state(self.random_state)
+        rng = np.random.default_rng(seed)
         n = len(codes)
         if self.early_stopping:
             tr, va = self._split(n, groups, rng)
@@ -312,7 +398,7 @@ class MLPProbe(_TorchProbe):
         dev = self.device
         Zt, yt, wt = (torch.from_numpy(a).to(dev) for a in (Z, codes, weights))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+            torch.manual_seed(seed)
             net = _MLP(Z.shape[1], self.hidden, len(self.classes_), self.dropout).to(dev)
             opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             best = (math.inf, -1, None)
@@ -353,8 +439,10 @@ class MLPProbe(_TorchProbe):
         if not all(np.isfinite(self.train_loss_)):
             raise DataError("MLPProbe diverged (non-finite training loss)",
                             hint="lower lr, or use standardize=True")
-        self._net = net.eval()
+        self._net = copy.deepcopy(net).cpu().double().eval()  # float64 on the CPU for prediction
         return self
 
-    def _logits(self, Z: torch.Tensor) -> torch.Tensor:
-        return self._net(Z)
+    def _scores(self, Z: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            s = self._net(torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float64))).numpy()
+        return s[:, 1] - s[:, 0] if s.shape[1] == 2 else s

@@ -138,8 +138,8 @@ def probe_layers(
         Bootstrap resamples for the intervals (0: no interval).
     ci : float, default 0.95
     seed : int, default 0
-        Seeds the folds, the shuffled labels, the control task, the bootstrap and the probe's own seed
-        (where it has one and was left at its default).
+        Seeds the folds, the shuffled labels, the control task, the bootstrap and the probe (its
+        ``random_state``, where it has one and it is None; a probe's own ``random_state`` is kept).
 
     Returns
     -------
@@ -172,8 +172,8 @@ def probe_layers(
     if "control-task" in controls and types is None:
         raise ConfigError("the control task needs item types (types=...)",
                           hint="pass types=first_word_types(texts), or leave 'control-task' out of controls")
-    if "seed" in probe.get_params() and probe.get_params()["seed"] == 0 and seed != 0:
-        probe = clone(probe).set_params(seed=seed)
+    if "random_state" in probe.get_params() and probe.get_params()["random_state"] is None:
+        probe = clone(probe).set_params(random_state=seed)  # an explicit random_state (0 included) is kept
     folds = kfold_units(g, k, seed)
     _, gcodes = np.unique(g, return_inverse=True)
     labels = {"task": y}

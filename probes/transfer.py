@@ -107,8 +107,8 @@ def transfer_probe(
     own_idx = np.flatnonzero(own)
     test_groups = [np.unique(g[own_idx[te]]) for _, te in folds]
     train_rows = [own_idx[tr] for tr, _ in folds]
-    if isinstance(probe, (LinearProbe, MLPProbe)) and probe.seed == 0 and seed != 0:
-        probe = clone(probe).set_params(seed=seed)
+    if isinstance(probe, (LinearProbe, MLPProbe)) and probe.random_state is None:
+        probe = clone(probe).set_params(random_state=seed)
     name = probe_name(probe)
     _, gcodes = np.unique(g, return_inverse=True)
     rows: list[dict] = []

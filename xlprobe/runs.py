@@ -102,9 +102,9 @@ def _make_probe(name: str, seed: int) -> Any:
     from xlprobe.probes import LinearProbe, MLPProbe
 
     if name == "linear":
-        return LinearProbe(seed=seed)
+        return LinearProbe(random_state=seed)
     if name == "mlp":
-        return MLPProbe(seed=seed)
+        return MLPProbe(random_state=seed)
     raise ConfigError(f"unknown probe {name!r}", hint="choose one of " + ", ".join(PROBES))
 
 

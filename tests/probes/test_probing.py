@@ -123,3 +123,33 @@ def test_bad_data():
         probe_layers({}, y, g)
     with pytest.raises(DataError, match="only 3 distinct unit"):
         probe_layers({"l": X[:12]}, y[:12], g[:12], controls=("majority",))
+
+
+class _RecordingMLP(MLPProbe):
+    """An MLPProbe that records the random_state of every fit (probe_layers fits clones)."""
+
+    seen: list = []
+
+    def fit(self, X, y, groups=None):
+        _RecordingMLP.seen.append(self.random_state)
+        return super().fit(X, y, groups=groups)
+
+
+def test_probe_random_state_is_kept_and_none_takes_the_seed():
+    """random_state=0 is a choice like any other (it used to be replaced by probe_layers' seed)."""
+    X, y, g, _ = parallel(n_groups=40, sep=0.3)
+    small = dict(hidden=8, max_epochs=3, patience=2)
+
+    def run(rs, seed):
+        _RecordingMLP.seen = []
+        df = probe_layers({"l": X}, y, g, probe=_RecordingMLP(**small, random_state=rs), controls=(), n_boot=0,
+                          seed=seed)
+        assert df.measure.tolist() == ["probe.mlp"]
+        return set(_RecordingMLP.seen), float(df.value.iloc[0])
+
+    seen0, acc0 = run(0, 5)
+    seen1, acc1 = run(1, 5)
+    seen_none, acc_none = run(None, 5)
+    seen5, acc5 = run(5, 5)
+    assert (seen0, seen1, seen_none, seen5) == ({0}, {1}, {5}, {5})
+    assert acc0 != acc1 and acc_none == acc5

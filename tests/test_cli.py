@@ -3,13 +3,33 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from xlprobe.cli import app
+from xlprobe.results import read_results
 from xlprobe.store import ActivationStore
+from xlprobe.types import RESULT_COLUMNS
 
 runner = CliRunner()
+
+
+def _files(folder):
+    """Every file under ``folder``: relative path -> (mtime in ns, bytes)."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def toy_store(tmp_path_factory):
+    """Two shipped toy checkpoints captured on the same verses: every encoder point, mean pooling."""
+    out = tmp_path_factory.mktemp("toy-store")
+    for spec in ("toy:lm", "toy:mt"):
+        res = runner.invoke(app, ["capture", "--model", spec, "--data", "bible:en,fr?books=Ruth", "--limit", "12",
+                                  "--layers", "encoder.*", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    return out
 
 
 def test_layers_lists_points_with_shapes():
@@ -37,7 +57,7 @@ def test_data_lists_translations_with_licences():
     assert {r["licence"] for r in rows if r.get("corpus") == "bible"} >= {"yes", "no"}
 
 
-def test_capture_writes_store_and_second_run_skips(tmp_path):
+def test_capture_writes_store_and_second_run_skips(tmp_path, monkeypatch):
     out = tmp_path / "run"
     args = ["capture", "--model", "tiny:mbart", "--data", "bible:en,fr?books=Ruth", "--limit", "12",
             "--layers", "encoder.0,encoder.final_norm", "--out", str(out)]
@@ -47,8 +67,24 @@ def test_capture_writes_store_and_second_run_skips(tmp_path):
     keys = store.keys()
     assert len(keys) == 2 and store.read(keys[0]).shape == (24, 32)
     assert store.entry(keys[0])["info"]["command"].startswith("xlprobe")
+    # the second run computes nothing: no forward pass, and no file of the store (shards, manifest,
+    # records) is rewritten
+    import xlprobe.loading
+
+    load_model, forwards = xlprobe.loading.load_model, []
+
+    def counting_load_model(*a, **kw):
+        model, tok = load_model(*a, **kw)
+        model.register_forward_pre_hook(lambda *_: forwards.append(1))
+        model.get_encoder().register_forward_pre_hook(lambda *_: forwards.append(1))
+        return model, tok
+
+    monkeypatch.setattr(xlprobe.loading, "load_model", counting_load_model)
+    before = _files(out)
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and len(ActivationStore.open(out).keys()) == 2
+    assert again.exit_code == 0, again.output
+    assert forwards == [] and _files(out) == before
+    assert ActivationStore.open(out).keys() == keys
     ls = runner.invoke(app, ["store", "ls", str(out)])
     assert ls.exit_code == 0 and "encoder.final_norm" in ls.output
     ok = runner.invoke(app, ["store", "verify", str(out)])
@@ -83,3 +119,74 @@ def test_toy_train_quick_then_resume_is_a_no_op(tmp_path):
     first = (out / "summary.json").read_text()
     again = runner.invoke(app, ["toy", "train", "--out", str(out), "--preset", "quick"])
     assert again.exit_code == 0 and (out / "summary.json").read_text() == first
+
+
+def test_probe_prints_the_table_and_writes_results(toy_store, tmp_path):
+    res = runner.invoke(app, ["probe", str(toy_store), "--task", "language", "--n-boot", "20", "--folds", "3",
+                              "--controls", "majority", "--measures", "", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "encoder.1" in res.output and (tmp_path / "results.parquet").is_file()
+    saved = read_results(tmp_path / "results.parquet")
+    assert set(saved.checkpoint) == {"toy:lm", "toy:mt"}
+    assert set(saved[saved.measure.str.startswith("probe.")].control.dropna()) == {"majority"}
+
+
+def test_similarity_writes_every_layer_pair_of_every_checkpoint_pair(toy_store, tmp_path):
+    res = runner.invoke(app, ["similarity", str(toy_store), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "toy:lm" in res.output and "toy:mt" in res.output and "encoder.final_norm" in res.output
+    sim = read_results(tmp_path / "similarity.parquet")
+    assert (tmp_path / "similarity.csv").is_file()
+    assert tuple(sim.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS
+    assert {"ref_checkpoint", "ref_layer"} <= set(sim.columns)
+    layers = ["encoder.embeddings", "encoder.0", "encoder.1", "encoder.2", "encoder.final_norm"]
+    pairs = sim.groupby(["checkpoint", "ref_checkpoint"]).size().to_dict()
+    # each unordered pair once, every checkpoint with itself, every layer x layer
+    assert pairs == {("toy:lm", "toy:lm"): 25, ("toy:lm", "toy:mt"): 25, ("toy:mt", "toy:mt"): 25}
+    assert set(sim.layer) == set(sim.ref_layer) == set(layers)
+    assert set(sim.measure) == {"cka.linear"} and (sim.n == 24).all()
+    assert sim.ci_low.isna().all() and sim.ci_high.isna().all()
+    assert ((sim.value > 0) & (sim.value <= 1 + 1e-9)).all()
+    same = sim[sim.checkpoint == sim.ref_checkpoint]
+    diag = same[same.layer == same.ref_layer]
+    assert len(diag) == 10 and np.allclose(diag.value, 1.0, atol=1e-9)  # a layer against itself
+    for ckpt, g in same.groupby("checkpoint"):  # a checkpoint's own table is symmetric
+        table = g.pivot(index="layer", columns="ref_layer", values="value").loc[layers, layers]
+        assert np.allclose(table.values, table.values.T, atol=1e-12), ckpt
+    across = sim[(sim.checkpoint != sim.ref_checkpoint) & (sim.layer == sim.ref_layer)]
+    assert len(across) == 5 and (across.value < 1 - 1e-6).all()  # fine-tuning moved every layer a little
+
+
+def test_similarity_of_a_folder_that_is_not_a_store(tmp_path):
+    res = runner.invoke(app, ["similarity", str(tmp_path)])
+    assert res.exit_code == 2 and "not an activation store" in res.output
+
+
+def test_finetune_compares_checkpoints_on_one_split(tmp_path):
+    res = runner.invoke(app, ["finetune", "-m", "toy:lm", "-m", "toy:mt", "--data", "bible:en,fr", "--limit", "40",
+                              "--label", "testament", "--seeds", "0,1", "--steps", "2", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "toy:lm" in res.output and "toy:mt" in res.output and "majority baseline" in res.output
+    df = read_results(tmp_path / "finetune.parquet")
+    assert (tmp_path / "finetune.csv").is_file()
+    assert tuple(df.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS
+    assert {"task", "control", "lang", "seed"} <= set(df.columns)
+    assert set(df.checkpoint) == {"toy:lm", "toy:mt"} and set(df.lang.dropna()) == {"en", "fr"}
+    assert set(df.task) == {"testament"}
+    acc = df[df.measure == "finetune.accuracy"]
+    assert ((acc.value >= 0) & (acc.value <= 1)).all()
+    runs = acc[acc.control.isna() & acc.seed.notna()]
+    assert set(runs.seed.astype(int)) == {0, 1}
+    # one row per (checkpoint, language, seed), the mean over seeds, and the majority baseline
+    assert runs.groupby(["checkpoint", "lang"]).size().to_dict() == {
+        (c, lang): 2 for c in ("toy:lm", "toy:mt") for lang in ("en", "fr")}
+    mean = acc[acc.control.isna() & acc.seed.isna()].set_index(["checkpoint", "lang"])
+    by_seed = runs.groupby(["checkpoint", "lang"]).value
+    assert np.allclose(mean.value.sort_index(), by_seed.mean().sort_index())
+    assert np.allclose(mean.ci_low.sort_index(), by_seed.min().sort_index())
+    assert np.allclose(mean.ci_high.sort_index(), by_seed.max().sort_index())
+    assert len(acc[acc.control == "majority"]) == 4
+    n = acc.groupby("checkpoint").n.unique()
+    assert n["toy:lm"].tolist() == n["toy:mt"].tolist()  # the same held-out verses for every checkpoint
+    bad = runner.invoke(app, ["finetune", "-m", "toy:lm", "--data", "bible:en", "--seeds", "a", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "--seeds" in bad.output

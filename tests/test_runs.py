@@ -1,4 +1,4 @@
-"""`xlprobe probe RUN_DIR`: probe suites over a captured store, with the tag baseline and controls."""
+"""xlprobe/runs.py: probe suites (probe_run) and layer x layer CKA (similarity_run) over a captured store."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from xlprobe.cli import app
 from xlprobe.errors import DataError, StoreError
 from xlprobe.results import read_results
-from xlprobe.runs import labels_for, probe_run
+from xlprobe.runs import labels_for, probe_run, similarity_run
 
 runner = CliRunner()
 
@@ -34,15 +34,6 @@ def test_probe_run_writes_rows_for_every_layer_control_and_the_tag_baseline(run_
     assert set(df[df.pooling == "tag"].measure) == {"probe.linear", "probe.linear.selectivity"}
     saved = read_results(run_dir / "results.parquet")
     assert len(saved) == len(df) and (run_dir / "results.csv").is_file()
-
-
-def test_cli_probe_prints_the_table_and_writes_results(run_dir, tmp_path):
-    res = runner.invoke(app, ["probe", str(run_dir), "--task", "language", "--n-boot", "20", "--folds", "3",
-                              "--controls", "majority", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    assert "encoder.1" in res.output and (tmp_path / "results.parquet").is_file()
-    saved = read_results(tmp_path / "results.parquet")
-    assert set(saved[saved.measure.str.startswith("probe.")].control.dropna()) == {"majority"}
 
 
 def test_unknown_task_lists_the_labels(run_dir):
@@ -87,32 +78,6 @@ def test_per_layer_measures_are_added_and_can_be_switched_off(run_dir, tmp_path)
         probe_run(run_dir, n_boot=0, k=4, controls=(), measures=("cka.linear",), out=tmp_path)
 
 
-def test_similarity_between_checkpoints(tmp_path):
-    base = ["--data", "bible:en,fr?books=Ruth", "--limit", "20", "--out", str(tmp_path), "--layers", "encoder.*"]
-    for spec in ("tiny:mbart", "tiny:mbart"):  # the same model twice adds nothing: one checkpoint
-        assert runner.invoke(app, ["capture", "--model", spec, *base]).exit_code == 0
-    res = runner.invoke(app, ["similarity", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    sim = read_results(tmp_path / "similarity.parquet")
-    assert set(sim.checkpoint) == {"tiny:mbart"} == set(sim.ref_checkpoint)
-    diag = sim[sim.layer == sim.ref_layer]
-    assert len(diag) == 4 and (abs(diag.value - 1) < 1e-9).all()
-    off = sim[sim.layer != sim.ref_layer]
-    assert (off.value < 1).all() and (off.value > 0).all() and (sim.n == 40).all()
-
-
-def test_cli_finetune_compares_checkpoints_on_one_split(tmp_path):
-    res = runner.invoke(app, ["finetune", "-m", "toy:lm", "-m", "toy:mt", "--data", "bible:en,fr", "--limit", "60",
-                              "--label", "testament", "--seeds", "0", "--steps", "3", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    df = read_results(tmp_path / "finetune.parquet")
-    assert set(df.checkpoint) == {"toy:lm", "toy:mt"} and set(df.lang.dropna()) == {"en", "fr"}
-    n = df[df.measure == "finetune.accuracy"].groupby("checkpoint").n.first()
-    assert n["toy:lm"] == n["toy:mt"]  # the same held-out verses for every checkpoint
-    bad = runner.invoke(app, ["finetune", "-m", "toy:lm", "--data", "bible:en", "--seeds", "a", "--out", str(tmp_path)])
-    assert bad.exit_code == 2 and "--seeds" in bad.output
-
-
 def test_a_constant_layer_gets_nan_measures_not_a_failed_run(tmp_path):
     """The decoder reading only </s> (no target language) gives one vector for every text."""
     base = ["--model", "tiny:mbart", "--data", "bible:en,fr?books=Ruth", "--limit", "20", "--out", str(tmp_path)]
@@ -122,3 +87,97 @@ def test_a_constant_layer_gets_nan_measures_not_a_failed_run(tmp_path):
     assert np.isnan(fisher["decoder.embeddings"]) and np.isfinite(fisher["encoder.0"])
     probe = df[(df.measure == "probe.linear") & df.control.isna()].set_index("layer").value
     assert probe["decoder.embeddings"] <= 0.6  # nothing to read: about chance for two languages
+
+
+@pytest.fixture(scope="module")
+def three_checkpoints(tmp_path_factory):
+    """A store with the encoder of three checkpoints on the same verses: ``A``; ``A-base``, the same weights
+    under another class (so another fingerprint, identical representations); ``B``, other random weights.
+    Returns (store folder, {checkpoint: {layer: array}})."""
+    from xlprobe.hooks.extract import extract
+    from xlprobe.hooks.points import resolve_points
+    from xlprobe.store import ActivationStore
+    from xlprobe.tasks import load_data
+    from xlprobe.tiny import build
+
+    out = tmp_path_factory.mktemp("similarity")
+    ds = load_data("bible:en,fr?books=Ruth", limit=15)
+    a, tok = build("mbart", seed=0)
+    b, _ = build("mbart", seed=1, tokenizer=tok)
+    store = ActivationStore.open(out)
+    reps = {}
+    for name, model in (("A", a), ("A-base", a.model), ("B", b)):
+        extract(model, tok, ds, "encoder.*", store=store, provenance={"model_spec": name})
+        acts = extract(model, tok, ds, "encoder.*")
+        reps[name] = {p.alias: acts[p.name] for p in resolve_points(model, "encoder.*")}
+    return out, reps
+
+
+def _linear_cka(X, Y):
+    """Linear CKA from its definition: ||Yc' Xc||_F^2 / (||Xc' Xc||_F ||Yc' Yc||_F), columns centred."""
+    X, Y = (np.asarray(M, dtype=np.float64) for M in (X, Y))
+    X, Y = X - X.mean(0), Y - Y.mean(0)
+    return np.linalg.norm(Y.T @ X) ** 2 / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y))
+
+
+def test_similarity_run_rows_for_every_pair_and_known_answers(three_checkpoints, tmp_path):
+    run_dir, reps = three_checkpoints
+    df = similarity_run(run_dir, out=tmp_path)
+    assert read_results(tmp_path / "similarity.parquet").shape == df.shape
+    layers = ["encoder.embeddings", "encoder.0", "encoder.1", "encoder.final_norm"]
+    pairs = df.groupby(["checkpoint", "ref_checkpoint"]).size().to_dict()
+    assert pairs == {(a, b): 16 for a, b in [("A", "A"), ("A", "A-base"), ("A", "B"), ("A-base", "A-base"),
+                                              ("A-base", "B"), ("B", "B")]}
+    assert set(df.layer) == set(df.ref_layer) == set(layers)
+    assert set(df.measure) == {"cka.linear"} and (df.n == 30).all()
+    cell = df.set_index(["checkpoint", "layer", "ref_checkpoint", "ref_layer"]).value
+    for (a, la, b, lb), value in cell.items():  # every row is the CKA of the arrays it names
+        assert value == pytest.approx(_linear_cka(reps[a][la], reps[b][lb]), abs=1e-6), (a, la, b, lb)
+    identical = df[df.ref_checkpoint.isin(["A", "A-base"]) & df.checkpoint.isin(["A", "A-base"])]
+    same_layer = identical[identical.layer == identical.ref_layer]
+    assert len(same_layer) == 12 and np.allclose(same_layer.value, 1.0, atol=1e-6)
+    # identical representations under two names: A x A-base is A x A, cell for cell
+    aa = cell.xs(("A", "A"), level=("checkpoint", "ref_checkpoint"))
+    ab = cell.xs(("A", "A-base"), level=("checkpoint", "ref_checkpoint"))
+    assert np.allclose(aa.sort_index(), ab.sort_index(), atol=1e-6)
+    other = df[(df.checkpoint != "B") & (df.ref_checkpoint == "B") & (df.layer == df.ref_layer)]
+    assert len(other) == 8 and (other.value < 0.99).all() and (other.value > 0).all()
+
+
+@pytest.mark.parametrize("kernel, debiased, measure", [("linear", True, "cka.linear.debiased"),
+                                                        ("rbf", False, "cka.rbf")])
+def test_similarity_run_variants_are_one_on_identical_layers(three_checkpoints, tmp_path, kernel, debiased, measure):
+    run_dir, _ = three_checkpoints
+    df = similarity_run(run_dir, kernel=kernel, debiased=debiased, out=tmp_path)
+    assert set(df.measure) == {measure} and len(df) == 6 * 16
+    same = df[df.checkpoint.isin(["A", "A-base"]) & df.ref_checkpoint.isin(["A", "A-base"])
+              & (df.layer == df.ref_layer)]
+    assert np.allclose(same.value, 1.0, atol=1e-6)
+
+
+def test_similarity_run_errors(three_checkpoints, tmp_path):
+    run_dir, _ = three_checkpoints
+    with pytest.raises(StoreError, match="no shards with pooling 'max'"):
+        similarity_run(run_dir, pooling="max")
+    with pytest.raises(StoreError, match="not an activation store"):
+        similarity_run(tmp_path)
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: similarity_run names a checkpoint by its provenance "
+                   "model_spec, else config._name_or_path or the class name, so two different checkpoints "
+                   "captured from Python without model_spec share a name and one silently replaces the other")
+def test_similarity_run_keeps_checkpoints_that_share_a_name(tmp_path):
+    from xlprobe.hooks.extract import extract
+    from xlprobe.store import ActivationStore
+    from xlprobe.tasks import load_data
+    from xlprobe.tiny import build
+
+    ds = load_data("bible:en,fr?books=Ruth", limit=10)
+    a, tok = build("mbart", seed=0)
+    b, _ = build("mbart", seed=1, tokenizer=tok)
+    store = ActivationStore.open(tmp_path)
+    for model in (a, b):
+        extract(model, tok, ds, "encoder.0", store=store)
+    assert len({k.model for k in store.keys()}) == 2  # two checkpoints in the store
+    df = similarity_run(tmp_path)
+    assert len(df) == 3  # A x A, A x B, B x B

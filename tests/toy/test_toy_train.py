@@ -5,7 +5,6 @@ import csv
 import importlib
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -22,12 +21,11 @@ SAVE_EVERY_STEP = {"checkpoint_every_s": 0.0}
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> tuple[Path, dict, float]:
-    """One uninterrupted quick run (checkpointing every step): (out_dir, summary, seconds)."""
+def quick_run(tmp_path_factory) -> tuple[Path, dict]:
+    """One uninterrupted quick run (checkpointing every step): (out_dir, summary)."""
     out = tmp_path_factory.mktemp("quick")
-    t0 = time.time()
     summary = train(out, "quick", seed=0, **SAVE_EVERY_STEP)
-    return out, summary, time.time() - t0
+    return out, summary
 
 
 def _curves(out: Path) -> dict[str, list[tuple[float, int]]]:
@@ -46,11 +44,10 @@ class _Killed(Exception):
     """Stands in for a kill signal in the middle of training."""
 
 
-def test_quick_run_is_quick_and_complete(quick_run) -> None:
-    """All stages ran their steps, curves and eval results were written, well under 90 s."""
-    out, summary, seconds = quick_run
+def test_quick_run_is_complete(quick_run) -> None:
+    """All stages ran their steps, curves and eval results were written."""
+    out, summary = quick_run
     cfg = get_preset("quick")
-    assert seconds < 90
     assert set(summary["stages"]) == set(STAGES)
     for stage in STAGES:
         rows = list(csv.DictReader(open(out / "curves" / f"{stage}.csv")))
@@ -132,13 +129,21 @@ def test_resume_after_kill_matches_uninterrupted(quick_run, tmp_path, monkeypatc
     assert {s: ev[s]["chrf"] for s in STAGES} == {s: ref[s]["chrf"] for s in STAGES}
 
 
-def test_finished_run_is_not_retrained(quick_run) -> None:
-    """Calling train again on a finished run skips every stage and returns the same summary."""
-    out, summary, _ = quick_run
-    t0 = time.time()
+def test_finished_run_is_not_retrained(quick_run, monkeypatch) -> None:
+    """Calling train again on a finished run trains and evaluates nothing, rewrites no checkpoint,
+    and returns the same summary."""
+    out, summary = quick_run
+
+    def redone(*args, **kwargs):
+        raise AssertionError("a finished run was trained or evaluated again")
+
+    monkeypatch.setattr(toy_train, "_run_stage", redone)
+    monkeypatch.setattr(toy_train, "evaluate_model", redone)
+    files = sorted(p for p in (out / "checkpoints").rglob("*") if p.is_file())
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
     again = train(out, "quick", seed=0, **SAVE_EVERY_STEP)
     assert again["stages"] == summary["stages"]
-    assert time.time() - t0 < 30
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before
 
 
 def test_resume_with_other_settings_is_refused(quick_run) -> None:

@@ -181,6 +181,24 @@ def test_any_sklearn_classifier_is_a_probe():
     assert r.compression == pytest.approx(online_codelength(X, y, groups, select_C=None).compression, rel=0.01)
 
 
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_linear_probe_blocks_are_logistic_regression_blocks(k):
+    """Every probe block costs what scikit-learn's LogisticRegression at the same C makes it cost, for two
+    classes as for three (two-class blocks used to be those of C = 2c: a weaker penalty)."""
+    X, y = _blobs(600, 6, k, 1.0, 0)
+    ours = online_codelength(X, y, probe=LinearProbe(C=0.1, tol=1e-7), select_C=None)
+
+    def sk(C):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=C, tol=1e-10, max_iter=5000))
+
+    ref = online_codelength(X, y, probe=sk(0.1))
+    assert ours.block_code == ref.block_code and "probe" in ours.block_code
+    np.testing.assert_allclose(ours.block_bits, ref.block_bits, rtol=1e-4)
+    twice = online_codelength(X, y, probe=sk(0.2))
+    assert abs(ours.codelength_bits - twice.codelength_bits) > 100 * abs(ours.codelength_bits - ref.codelength_bits)
+
+
 # ----------------------------------------------------------------------------- errors and registry
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"X": np.zeros(10)}, DataError, "2-D"),

@@ -110,6 +110,7 @@ def test_measures_lists_the_registry():
     assert "cka" in res.output and "procrustes" in res.output and "distance" in res.output
 
 
+@pytest.mark.slow
 def test_toy_train_quick_then_resume_is_a_no_op(tmp_path):
     out = tmp_path / "toy"
     res = runner.invoke(app, ["toy", "train", "--out", str(out), "--preset", "quick"])

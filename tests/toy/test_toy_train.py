@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import shutil
 from pathlib import Path
@@ -13,10 +12,9 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from xlprobe.errors import ConfigError
 from xlprobe.toy import STAGES, get_preset, train
+from xlprobe.toy import recipe as toy_train
 from xlprobe.toy.tokenizer import lang_id
 
-# the package re-exports the function ``train``, which shadows the submodule of the same name
-toy_train = importlib.import_module("xlprobe.toy.train")
 SAVE_EVERY_STEP = {"checkpoint_every_s": 0.0}
 
 
@@ -44,6 +42,7 @@ class _Killed(Exception):
     """Stands in for a kill signal in the middle of training."""
 
 
+@pytest.mark.slow
 def test_quick_run_is_complete(quick_run) -> None:
     """All stages ran their steps, curves and eval results were written."""
     out, summary = quick_run
@@ -62,12 +61,14 @@ def test_quick_run_is_complete(quick_run) -> None:
     assert json.loads((out / "summary.json").read_text())["checkpoint_bytes"] <= 25 * 2**20
 
 
+@pytest.mark.slow
 def test_lm_loss_falls(quick_run) -> None:
     """Denoising loss goes down during the lm stage."""
     curve = _curves(quick_run[0])["lm"]
     assert sum(c[0] for c in curve[-4:]) < sum(c[0] for c in curve[:4])
 
 
+@pytest.mark.slow
 def test_exported_checkpoints_load_with_auto_classes(quick_run) -> None:
     """Each stage is an fp16 safetensors folder loadable by AutoModelForSeq2SeqLM / AutoTokenizer."""
     out = quick_run[0]
@@ -83,6 +84,7 @@ def test_exported_checkpoints_load_with_auto_classes(quick_run) -> None:
         assert json.loads((folder / "xlprobe_toy.json").read_text())["stage"] == stage
 
 
+@pytest.mark.slow
 def test_generation_conventions(quick_run) -> None:
     """Decoding starts with </s>, then the forced target code, and ends with </s>."""
     folder = quick_run[0] / "checkpoints" / "mt"
@@ -98,6 +100,7 @@ def test_generation_conventions(quick_run) -> None:
     assert gen[0, 0].item() == tok.eos_token_id and gen[0, 1].item() == fr
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(quick_run, tmp_path) -> None:
     """A second run from the same seed reproduces every loss of every stage."""
     _share_tokenizer(quick_run[0], tmp_path)
@@ -105,6 +108,7 @@ def test_same_seed_same_run(quick_run, tmp_path) -> None:
     assert _curves(tmp_path) == _curves(quick_run[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [10, 30])
 def test_resume_after_kill_matches_uninterrupted(quick_run, tmp_path, monkeypatch, kill_after) -> None:
     """Killed inside lm (10) or inside mt (30), the resumed run gives the uninterrupted losses."""
@@ -129,6 +133,7 @@ def test_resume_after_kill_matches_uninterrupted(quick_run, tmp_path, monkeypatc
     assert {s: ev[s]["chrf"] for s in STAGES} == {s: ref[s]["chrf"] for s in STAGES}
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_retrained(quick_run, monkeypatch) -> None:
     """Calling train again on a finished run trains and evaluates nothing, rewrites no checkpoint,
     and returns the same summary."""
@@ -146,6 +151,7 @@ def test_finished_run_is_not_retrained(quick_run, monkeypatch) -> None:
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(quick_run) -> None:
     """Resuming a run directory with another seed raises ConfigError with a hint."""
     with pytest.raises(ConfigError, match="other settings") as err:

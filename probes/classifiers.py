@@ -81,8 +81,6 @@ class _TorchProbe(ClassifierMixin, BaseEstimator):
             if reset:
                 return validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
             return validate_data(self, X, reset=False, dtype=np.float64)
-        except DataError:
-            raise
         except ValueError as exc:
             hint = ("pass a finite float array X [n items, d features] and one label per row"
                     if reset else "predict on the same layer (same width) the probe was fitted on")
@@ -336,6 +334,18 @@ class MLPProbe(_TorchProbe):
     ----------
     classes_, n_features_in_, mean_, scale_, n_epochs_, best_epoch_, best_val_loss_ (NaN without early
     stopping), train_loss_ (per epoch), val_loss_ (per epoch).
+
+    See Also
+    --------
+    LinearProbe : the linear probe with the same interface.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.r_[np.zeros((20, 2)), np.ones((20, 2))] + np.random.default_rng(0).normal(0, 0.1, (40, 2))
+    >>> m = MLPProbe(hidden=8, lr=1e-2, max_epochs=50, random_state=0).fit(X, [0] * 20 + [1] * 20)
+    >>> m.predict([[0.0, 0.0], [1.0, 1.0]]).tolist(), m.decision_function([[1.0, 1.0]]).shape
+    ([0, 1], (1,))
     """
 
     def __init__(self, hidden: int = 256, *, dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-2,

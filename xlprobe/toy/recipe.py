@@ -366,7 +366,7 @@ def train(out_dir: str | Path, preset: str | ToyConfig = "full", seed: int = 0, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m xlprobe.toy.train --out DIR [--preset full|quick] [--seed N] [--no-resume]``."""
+    """``python -m xlprobe.toy.recipe --out DIR [--preset full|quick] [--seed N] [--no-resume]``."""
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--out", required=True)
     ap.add_argument("--preset", default="full")

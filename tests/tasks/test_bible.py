@@ -7,11 +7,11 @@ from collections import Counter
 import pytest
 
 from xlprobe.errors import DataError
-from xlprobe.tasks import (
+from xlprobe.tasks import load_bible
+from xlprobe.tasks.bible import (
     DROP_REASONS,
     default_translation,
     drop_reason,
-    load_bible,
     read_verses,
     select_translations,
 )

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from xlprobe.errors import DataError
-from xlprobe.tasks import BOOKS, GENRES, book_number, books_in_testament, parse_books
+from xlprobe.tasks.books import BOOKS, GENRES, book_number, books_in_testament, parse_books
 
 
 def test_table_has_66_books_with_fixed_genres() -> None:

@@ -1,7 +1,9 @@
 """catalogue(): the rows `xlprobe data` prints."""
 from __future__ import annotations
 
-from xlprobe.tasks import CATALOGUE_COLUMNS, TRANSLATIONS, catalogue
+from xlprobe.tasks import catalogue
+from xlprobe.tasks.bible import TRANSLATIONS
+from xlprobe.tasks.catalogue import CATALOGUE_COLUMNS
 
 
 def test_catalogue_rows() -> None:

@@ -8,13 +8,10 @@ from pathlib import Path
 import pytest
 
 from xlprobe.errors import DataError
-from xlprobe.tasks import (
+from xlprobe.tasks import load_flores, load_pawsx, load_tatoeba, load_xnli
+from xlprobe.tasks.hub_rows import (
     align_parallel,
     flores_records,
-    load_flores,
-    load_pawsx,
-    load_tatoeba,
-    load_xnli,
     pawsx_records,
     tatoeba_records,
     xnli_records,

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from xlprobe.errors import DataError
-from xlprobe.tasks import SCHEMES, load_data, parse_spec
+from xlprobe.tasks import load_data, parse_spec
+from xlprobe.tasks.spec import SCHEMES
 
 
 def test_parse_spec() -> None:

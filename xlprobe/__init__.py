@@ -2,6 +2,10 @@
 
 Data flows one way: ``xlprobe.tasks`` (datasets) -> ``xlprobe.hooks`` (capture) -> ``ActivationStore``
 -> ``xlprobe.probes`` (measures) -> ``xlprobe.figures`` / report.
+
+This namespace holds the capture pipeline (data, model, extract, store), the core types and the
+errors. Measures are in ``xlprobe.probes``, fine-tuning in ``xlprobe.finetune``, the CLI suites in
+``xlprobe.runs``; README.md's "Public API" table lists every package's names.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ __all__ = [
     # errors
     "XlprobeError", "ConfigError", "DataError", "CapturePointError", "LanguageCodeError", "ModelFamilyError",
     "ModelNotFoundError", "NumericalError", "StoreError", "StoreCorruptError", "StoreMismatchError",
+    "ProbeNotFittedError",
 ]
 
 _LAZY = {
@@ -50,6 +55,7 @@ _LAZY = {
     "load_data": "xlprobe.tasks",
     "load_bible": "xlprobe.tasks",
     "load_model": "xlprobe.loading",
+    "ProbeNotFittedError": "xlprobe.errors",  # a scikit-learn NotFittedError: built on first use
 }
 
 
@@ -60,3 +66,8 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'xlprobe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The loaded names and the lazy ones, so completion shows the whole public API."""
+    return sorted(set(globals()) | set(__all__))

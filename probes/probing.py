@@ -28,12 +28,12 @@ import pandas as pd
 from sklearn.base import clone
 
 from xlprobe.errors import ConfigError, DataError
+from xlprobe.folds import kfold_units
 from xlprobe.probes.arrays import as_rep, check_float, check_int
 from xlprobe.probes.classifiers import LinearProbe, MLPProbe
 from xlprobe.probes.controls import CONTROLS, control_task_labels, majority_predictions, shuffled_labels
 from xlprobe.probes.stats import bootstrap_ci
 from xlprobe.results import make_row, results_frame
-from xlprobe.tasks.splits import kfold_units
 
 __all__ = ["probe_layers", "cross_val_predict_groups", "probe_name", "fit_probe", "accuracy_interval", "layers_of"]
 

@@ -21,13 +21,13 @@ import pandas as pd
 from sklearn.base import clone
 
 from xlprobe.errors import ConfigError, DataError
+from xlprobe.folds import kfold_units
 from xlprobe.probes.arrays import as_rep, check_int
 from xlprobe.probes.classifiers import LinearProbe, MLPProbe
 from xlprobe.probes.controls import majority_predictions
 from xlprobe.probes.probing import accuracy_interval, fit_probe, layers_of, probe_name
 from xlprobe.probes.stats import bootstrap_ci
 from xlprobe.results import make_row, results_frame
-from xlprobe.tasks.splits import kfold_units
 
 __all__ = ["transfer_probe"]
 

@@ -12,12 +12,13 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from xlprobe.errors import DataError
+from xlprobe.folds import FINER, balanced_folds, check_k, shuffled_units, split_sides
 from xlprobe.types import Dataset, Record
 
-__all__ = ["group_ids", "group_kfold", "group_train_test_split", "kfold_units"]
+__all__ = ["group_ids", "group_kfold", "group_train_test_split"]
 
 _VERSE_KEY = re.compile(r"(\d+)\.(\d+)\.(\d+)")
-_FINER = "split by a finer unit (book -> chapter -> group) or use fewer folds"
+_FINER = FINER
 
 
 def _records(data: Dataset | Sequence[Record]) -> Sequence[Record]:
@@ -80,19 +81,7 @@ def group_ids(data: Dataset | Sequence[Record], by: str = "group") -> np.ndarray
 
 def _unit_table(data: Dataset | Sequence[Record], by: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per record: unit index; per unit (shuffled with ``seed``): its name and record count."""
-    ids = group_ids(data, by)
-    names, inverse = np.unique(ids, return_inverse=True)
-    order = np.random.default_rng(seed).permutation(len(names))
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    inverse = rank[inverse]
-    return inverse, names[order], np.bincount(inverse, minlength=len(names))
-
-
-def _sides(unit_of: np.ndarray, test_units: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted train / test record indices for a set of test unit indices."""
-    is_test = np.isin(unit_of, np.fromiter(test_units, dtype=np.int64))
-    return np.flatnonzero(~is_test).astype(np.int64), np.flatnonzero(is_test).astype(np.int64)
+    return shuffled_units(group_ids(data, by), seed)
 
 
 def group_kfold(
@@ -120,50 +109,13 @@ def group_kfold(
         ``k`` pairs of sorted int64 (train, test) record indices; every record is in exactly one
         test fold.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise DataError(f"k must be an integer >= 2, got {k!r}", hint="e.g. k=5")
+    k = check_k(k)
     unit_of, names, sizes = _unit_table(data, by, seed)
     if k > len(names):
         raise DataError(f"cannot make {k} folds by {by!r}: the data has only {len(names)} distinct "
                         f"{by} unit(s)", hint=f"use k <= {len(names)}, or {_FINER}")
-    fold_of = _balanced_folds(sizes, k)
-    return [_sides(unit_of, np.flatnonzero(fold_of == f)) for f in range(k)]
-
-
-def _balanced_folds(sizes: np.ndarray, k: int) -> np.ndarray:
-    """Fold of each unit: largest first into the fold with the fewest records so far (ties: unit order)."""
-    fold_of = np.empty(len(sizes), dtype=np.int64)
-    load = np.zeros(k, dtype=np.int64)
-    for u in np.argsort(-sizes, kind="stable"):
-        fold_of[u] = int(np.argmin(load))
-        load[fold_of[u]] += sizes[u]
-    return fold_of
-
-
-def kfold_units(units: Sequence | np.ndarray, k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` (train, test) index pairs over items whose unit (group) is given per item, no unit on both sides.
-
-    The array form of :func:`group_kfold`, for measures that hold arrays rather than records: units are
-    shuffled with ``seed`` and placed largest first into the lightest fold, so folds have balanced sizes.
-    """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise DataError(f"k must be an integer >= 2, got {k!r}", hint="e.g. k=5")
-    u = np.asarray(units)
-    if u.ndim != 1 or u.size == 0:
-        raise DataError(f"units must be a non-empty 1-D array (one unit per item); got shape {u.shape}",
-                        hint="pass the parallel-group (or book) id of every item")
-    _, inverse = np.unique(u, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    n_units = int(inverse.max()) + 1
-    if k > n_units:
-        raise DataError(f"cannot make {k} folds: the items have only {n_units} distinct unit(s)",
-                        hint=f"use k <= {n_units}, or {_FINER}")
-    order = np.random.default_rng(seed).permutation(n_units)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(n_units)
-    unit_of = rank[inverse]
-    fold_of = _balanced_folds(np.bincount(unit_of, minlength=n_units), k)
-    return [_sides(unit_of, np.flatnonzero(fold_of == f)) for f in range(k)]
+    fold_of = balanced_folds(sizes, k)
+    return [split_sides(unit_of, np.flatnonzero(fold_of == f)) for f in range(k)]
 
 
 def _pick_test_units(sizes: np.ndarray, test_size: float, n_records: int) -> list[int]:
@@ -233,4 +185,4 @@ def group_train_test_split(
                             hint="leave at least one unit out of test")
     else:
         chosen = _pick_test_units(sizes, test_size, len(unit_of))
-    return _sides(unit_of, chosen)
+    return split_sides(unit_of, chosen)

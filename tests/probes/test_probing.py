@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from xlprobe.errors import ConfigError, DataError
+from xlprobe.folds import kfold_units
 from xlprobe.probes import LinearProbe, MLPProbe, probe_layers
 from xlprobe.probes.controls import (
     control_task_labels,
@@ -15,7 +16,6 @@ from xlprobe.probes.controls import (
 )
 from xlprobe.probes.probing import cross_val_predict_groups
 from xlprobe.results import RESULT_COLUMNS
-from xlprobe.tasks.splits import kfold_units
 
 
 @pytest.fixture(autouse=True, scope="module")

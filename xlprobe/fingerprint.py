@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -132,6 +133,11 @@ def model_fingerprint(model: torch.nn.Module, *, n_chars: int = 16) -> str:
     order, its name, dtype, shape and bytes. Tensors are moved to the CPU one at a time and fed to
     blake2b as byte views, so memory stays at one tensor whatever the model size.
 
+    The digest is remembered for the model object (weakly: it goes with the model) together with a
+    signature of its weights (every tensor's storage, layout and torch's in-place version counter), and
+    reused while the signature is unchanged: hashing mBART-large-50's 611M parameters takes about 1.7 s
+    on 2 CPU cores, the signature microseconds. Any in-place write or new tensor changes the signature.
+
     Tied weights (the same storage under several names, e.g. ``lm_head.weight`` and
     ``model.shared.weight``) are counted once: a tensor whose ``data_ptr``, device, dtype, shape and
     stride match an earlier one contributes only its name and the earlier name, not its bytes
@@ -154,9 +160,38 @@ def model_fingerprint(model: torch.nn.Module, *, n_chars: int = 16) -> str:
     DataError
         If a tensor lives on the ``meta`` device (weights not loaded).
     """
+    state = model.state_dict()
+    key = _weights_signature(model, state)
+    memo = _MEMO.get(model)
+    if memo is not None and memo[0] == key:
+        return memo[1][:n_chars]
+    digest = _hash_state(model, state)
+    try:
+        _MEMO[model] = (key, digest)
+    except TypeError:  # a module that cannot be weakly referenced: no memo
+        pass
+    return digest[:n_chars]
+
+
+#: model -> (weights signature, full digest): a memo that dies with the model, checked on every use
+_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_signature(model: torch.nn.Module, state: dict[str, Any]) -> tuple:
+    """What changes whenever a weight does: each tensor's name, storage, layout and in-place version counter.
+
+    torch bumps a tensor's version on every in-place write (optimizer steps, ``copy_``, ``mul_``),
+    and a new tensor has a new storage, so an equal signature means equal weights; it costs
+    microseconds, against seconds for hashing the bytes of a large model.
+    """
+    return (type(model).__name__, tuple((name, str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), t.stride(),
+                                         t._version) for name, t in state.items()))
+
+
+def _hash_state(model: torch.nn.Module, state: dict[str, Any]) -> str:
+    """The full blake2b hex digest of the class name and every tensor of ``state`` (tied ones once)."""
     h = _blake2b()
     h.update(f"class={type(model).__name__}\n".encode())
-    state = model.state_dict()
     seen: dict[tuple[Any, ...], str] = {}
     for name in sorted(state):
         t = state[name]
@@ -173,7 +208,7 @@ def model_fingerprint(model: torch.nn.Module, *, n_chars: int = 16) -> str:
         seen[ident] = name
         h.update(b"\n")
         _feed_tensor(h, t)
-    return h.hexdigest()[:n_chars]
+    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str | None]:

@@ -17,16 +17,6 @@ from xlprobe.probes import LinearProbe, MLPProbe
 FAST_MLP = dict(hidden=32, max_epochs=30, patience=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread for these tiny fits: on a loaded 2-core machine torch's thread pool made the
-    estimator checks (test_estimator_checks.py) take 73 s instead of 5 s (restored after the module)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def gaussians(n_per: int, k: int, d: int, sep: float, seed: int = 0):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(k, d)) * sep

@@ -12,24 +12,12 @@ and ``check_class_weight_classifiers``. The defaults pass every check too (measu
 """
 from __future__ import annotations
 
-import pytest
-import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from xlprobe.probes import LinearProbe, MLPProbe
 
 #: check name -> reason, for checks that cannot pass; none today.
 EXPECTED_FAILED: dict[str, str] = {}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread for these tiny fits: on a loaded 2-core machine torch's thread pool made the
-    checks of this file take 73 s instead of 5 s (restored after the module)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @parametrize_with_checks([LinearProbe(), MLPProbe(hidden=16, max_epochs=20, patience=3, lr=1e-2)],

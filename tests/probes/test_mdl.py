@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -20,16 +19,6 @@ from xlprobe.probes.mdl import (
     online_codelength,
 )
 from xlprobe.registry import get_measure
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread for these tiny fits: on a loaded 2-core machine torch's thread pool made the
-    estimator checks (test_estimator_checks.py) take 73 s instead of 5 s (restored after the module)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _blobs(n: int, d: int, k: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -190,7 +179,6 @@ def test_any_sklearn_classifier_is_a_probe():
     _check_bookkeeping(r, 800, 3)
     assert not hasattr(sk, "classes_")  # the given probe is cloned, never fitted
     assert r.compression == pytest.approx(online_codelength(X, y, groups, select_C=None).compression, rel=0.01)
-
 
 
 @pytest.mark.parametrize("k", [2, 3])

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from xlprobe.errors import ConfigError, DataError
 from xlprobe.folds import kfold_units
@@ -16,16 +15,6 @@ from xlprobe.probes.controls import (
 )
 from xlprobe.probes.probing import cross_val_predict_groups
 from xlprobe.results import RESULT_COLUMNS
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread for these tiny fits: on a loaded 2-core machine torch's thread pool made the
-    estimator checks (test_estimator_checks.py) take 73 s instead of 5 s (restored after the module)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def parallel(n_groups: int = 150, n_langs: int = 4, d: int = 16, sep: float = 1.0, seed: int = 0):

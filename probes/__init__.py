@@ -1,23 +1,26 @@
 """xlprobe.probes: every measure, one family per file, registered in one place (this file).
 
 Importing a measure module runs its ``@register_measure`` decorators, so this file imports each one
-explicitly: a new measure is one module plus one import line here. ``xlprobe.registry`` imports this
-package the first time a measure is looked up or listed.
+explicitly: a new measure is one module plus one import line here. The registry never imports this
+package: ``xlprobe/__init__.py`` gives it a loader that does, run the first time a measure is looked up
+or listed (see ``xlprobe.registry``).
 
 Note: ``xlprobe.probes.cka`` is the *function* :func:`~xlprobe.probes.cka.cka` (re-exported here);
 the module stays importable as ``from xlprobe.probes.cka import ...``.
 """
 from xlprobe.probes import cca as _cca  # noqa: F401  (registers svcca, pwcca)
-from xlprobe.probes import cka as _cka  # noqa: F401  (registers cka, cka.linear, cka.rbf)
+from xlprobe.probes import cka as _cka  # noqa: F401  (registers cka, cka.linear, cka.rbf, and .debiased)
 from xlprobe.probes import geometry as _geometry  # noqa: F401  (registers geometry.*)
 from xlprobe.probes import mdl as _mdl  # noqa: F401  (registers mdl.codelength, mdl.compression)
+from xlprobe.probes import probing as _probing  # noqa: F401  (registers probe.linear, probe.mlp, ...)
 from xlprobe.probes import procrustes as _procrustes  # noqa: F401  (registers procrustes)
 from xlprobe.probes import retrieval as _retrieval  # noqa: F401  (registers retrieval.p_at_1[.centered])
 from xlprobe.probes import separability as _separability  # noqa: F401  (registers separability.*)
 from xlprobe.probes import stats as _stats  # noqa: F401  (no measures: CIs and tests)
+from xlprobe.probes import transfer as _transfer  # noqa: F401  (registers transfer.accuracy, transfer.gap)
 from xlprobe.probes.cca import cca_correlations, pwcca, svcca
 from xlprobe.probes.cka import cka, cka_from_store, cka_matrix, cka_streaming
-from xlprobe.probes.classifiers import LinearProbe, MLPProbe
+from xlprobe.probes.classifiers import PROBES, LinearProbe, MLPProbe, make_probe
 from xlprobe.probes.controls import control_task_labels, first_word_types, shuffled_labels
 from xlprobe.probes.geometry import anisotropy, effective_rank, norm_stats
 from xlprobe.probes.mdl import MDLResult, online_codelength
@@ -42,7 +45,7 @@ from xlprobe.probes.transfer import transfer_probe
 
 __all__ = [
     # probes and their controls
-    "LinearProbe", "MLPProbe", "probe_layers", "shuffled_labels", "control_task_labels", "first_word_types",
+    "LinearProbe", "MLPProbe", "PROBES", "make_probe", "probe_layers", "shuffled_labels", "control_task_labels", "first_word_types",
     "online_codelength", "MDLResult", "transfer_probe",
     # similarity / distance between representations
     "cka", "cka_matrix", "cka_streaming", "cka_from_store", "svcca", "pwcca", "cca_correlations",

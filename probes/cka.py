@@ -203,6 +203,8 @@ def _choose_mode(kernel: str, n: int, dims: Iterable[int]) -> str:
 @register_measure("cka", kind="paired", direction="similarity")
 @register_measure("cka.linear", kind="paired", direction="similarity", kernel="linear")
 @register_measure("cka.rbf", kind="paired", direction="similarity", kernel="rbf")
+@register_measure("cka.linear.debiased", kind="paired", direction="similarity", kernel="linear", debiased=True)
+@register_measure("cka.rbf.debiased", kind="paired", direction="similarity", kernel="rbf", debiased=True)
 def cka(X: np.ndarray, Y: np.ndarray, *, kernel: str = "linear", debiased: bool = False,
         sigma: float | tuple[float, float] | None = None, seed: int = 0) -> float:
     """Centred kernel alignment between two representations of the same items (Kornblith et al. 2019).

@@ -60,7 +60,6 @@ probe extracts y. Compare layers with the same probe and settings, against a con
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import numbers
@@ -73,17 +72,15 @@ from sklearn.base import clone
 
 from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.arrays import as_groups, as_labels, as_rep, check_int
+from xlprobe.probes.classifiers import PROBES, fit_probe, make_probe, probe_measure
 from xlprobe.registry import register_measure
 
-__all__ = ["MDLResult", "online_codelength", "mdl_codelength", "mdl_compression", "DEFAULT_FRACTIONS",
-           "PROBES"]
+__all__ = ["MDLResult", "online_codelength", "mdl_codelength", "mdl_compression", "DEFAULT_FRACTIONS"]
 
 logger = logging.getLogger(__name__)
 
 #: Block boundaries as fractions of the data: Voita & Titov's timesteps (0.1% ... 100%).
 DEFAULT_FRACTIONS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625, 0.125, 0.25, 0.5, 1.0)
-#: Probe names accepted in place of an estimator (for suites, which cannot build objects).
-PROBES = ("linear", "mlp")
 #: Inverse L2 strengths a LinearProbe chooses from on each prefix (``select_C``), strongest first.
 DEFAULT_C_GRID = (0.001, 0.01, 0.1, 1.0)
 #: Prefixes smaller than this are too small to hold out a validation part: the strongest C is used.
@@ -169,27 +166,16 @@ def _check_fractions(fractions: Any) -> tuple[float, ...]:
 
 
 def _check_probe(probe: Any) -> Any:
-    """An unfitted estimator to clone: None / "linear" -> LinearProbe(), "mlp" -> MLPProbe()."""
-    from xlprobe.probes.classifiers import LinearProbe, MLPProbe
-
-    if probe is None or (isinstance(probe, str) and probe == "linear"):
-        return LinearProbe()
-    if isinstance(probe, str) and probe == "mlp":
-        return MLPProbe()
-    if isinstance(probe, str) or not (callable(getattr(probe, "fit", None))
-                                      and callable(getattr(probe, "predict_log_proba", None))
-                                      and hasattr(probe, "get_params")):
+    """An unfitted estimator to clone, by :func:`~xlprobe.probes.classifiers.make_probe`; it must give
+    log-probabilities."""
+    if probe is None or isinstance(probe, str):
+        return make_probe(probe)  # an unknown name: ConfigError "probe must be one of ..."
+    if not (callable(getattr(probe, "fit", None)) and callable(getattr(probe, "predict_log_proba", None))
+            and hasattr(probe, "get_params")):
         raise ConfigError(f"probe must be None, one of {list(PROBES)} or a scikit-learn classifier with "
                           f"predict_log_proba; got {probe!r}",
                           hint="pass e.g. probe=LinearProbe(C=0.1) or probe=MLPProbe(max_epochs=20)")
-    return probe
-
-
-def _takes_groups(est: Any) -> bool:
-    try:
-        return "groups" in inspect.signature(est.fit).parameters
-    except (TypeError, ValueError):
-        return False
+    return make_probe(probe)
 
 
 # ------------------------------------------------------------------------------------------ order and blocks
@@ -248,10 +234,8 @@ def _select_C(base: Any, grid: Sequence[float], A: np.ndarray, c: np.ndarray, g:
 def _probe_block_bits(est: Any, A_prefix: np.ndarray, c_prefix: np.ndarray, g_prefix: np.ndarray | None,
                       A_block: np.ndarray, c_block: np.ndarray, K: int) -> float:
     """Bits to send the block's labels with ``est`` fitted on the prefix (unseen classes: see the docstring)."""
-    if g_prefix is not None and _takes_groups(est) and np.unique(g_prefix).size >= 2:
-        est.fit(A_prefix, c_prefix, groups=g_prefix)
-    else:
-        est.fit(A_prefix, c_prefix)
+    groups = g_prefix if g_prefix is not None and np.unique(g_prefix).size >= 2 else None
+    est = fit_probe(est, A_prefix, c_prefix, groups)
     seen = np.asarray(est.classes_).astype(np.int64)
     logp = np.asarray(est.predict_log_proba(A_block), dtype=np.float64)
     if logp.shape != (A_block.shape[0], seen.size):
@@ -328,10 +312,8 @@ def online_codelength(X: Any, y: Any, groups: Any = None, *, probe: Any = None,
                         "with a probe", hint="pass more items" + ("" if g is None else " or more groups"))
     A, c = A[order], codes[order]
     log2K = math.log2(K)
-    from xlprobe.probes.classifiers import LinearProbe
-
     grid = None
-    if select_C is not None and isinstance(base, LinearProbe):
+    if select_C is not None and probe_measure(base) == "probe.linear":
         grid = tuple(float(v) for v in select_C)
         if not grid or any(not (math.isfinite(v) and v > 0) for v in grid):
             raise ConfigError(f"select_C must be positive numbers; got {select_C!r}", hint="e.g. (0.01, 0.1, 1.0)")
@@ -367,7 +349,7 @@ def online_codelength(X: Any, y: Any, groups: Any = None, *, probe: Any = None,
                      block_C=tuple(chosen) if grid is not None else None)
 
 
-@register_measure("mdl.codelength", kind="labelled", direction="lower_better", needs_labels=True)
+@register_measure("mdl.codelength", kind="labelled", direction="lower_better")
 def mdl_codelength(X: Any, y: Any, groups: Any = None, *, seed: int = 0, probe: Any = None,
                    fractions: Sequence[float] = DEFAULT_FRACTIONS) -> float:
     """Online MDL codelength of the labels given X, in kbits (Voita & Titov 2020); lower is better.
@@ -383,7 +365,7 @@ def mdl_codelength(X: Any, y: Any, groups: Any = None, *, seed: int = 0, probe: 
     return online_codelength(X, y, groups, probe=probe, fractions=fractions, seed=seed).codelength_kbits
 
 
-@register_measure("mdl.compression", kind="labelled", direction="higher_better", needs_labels=True)
+@register_measure("mdl.compression", kind="labelled", direction="higher_better")
 def mdl_compression(X: Any, y: Any, groups: Any = None, *, seed: int = 0, probe: Any = None,
                     fractions: Sequence[float] = DEFAULT_FRACTIONS) -> float:
     """MDL compression: uniform codelength / online codelength of the labels given X; higher is better.

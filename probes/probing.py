@@ -16,6 +16,12 @@ cross-validated accuracy). Controls run on the same folds:
 
 and a ``selectivity`` row: task accuracy minus control-task accuracy, with a paired cluster bootstrap
 interval (the same resampled groups for both).
+
+Registered names: ``probe.linear`` / ``probe.mlp`` (``probe.estimator`` for a caller-given classifier,
+whose class is in the ``probe`` column) are labelled measures, :func:`probe_accuracy` (the task row's
+value, without its interval); the control rows carry the same name and their ``control``. The
+``.selectivity`` rows need the control task's item types, which no call on (X, y, groups) has: they
+are registered as rows of a ``table`` producer, :func:`probe_layers`.
 """
 from __future__ import annotations
 
@@ -25,36 +31,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 
 from xlprobe.errors import ConfigError, DataError
 from xlprobe.folds import kfold_units
 from xlprobe.probes.arrays import as_rep, check_float, check_int
-from xlprobe.probes.classifiers import LinearProbe, MLPProbe
+from xlprobe.probes.classifiers import fit_probe, make_probe, probe_measure, probe_name
 from xlprobe.probes.controls import CONTROLS, control_task_labels, majority_predictions, shuffled_labels
 from xlprobe.probes.stats import bootstrap_ci
+from xlprobe.registry import register_measure
 from xlprobe.results import make_row, results_frame
 
-__all__ = ["probe_layers", "cross_val_predict_groups", "probe_name", "fit_probe", "accuracy_interval", "layers_of"]
+__all__ = ["probe_layers", "probe_accuracy", "cross_val_predict_groups", "accuracy_interval", "layers_of"]
 
 log = logging.getLogger(__name__)
-
-
-def probe_name(probe: Any) -> str:
-    """The measure name of a probe's rows: ``probe.linear``, ``probe.mlp``, else ``probe.<class>``."""
-    if isinstance(probe, LinearProbe):
-        return "probe.linear"
-    if isinstance(probe, MLPProbe):
-        return "probe.mlp"
-    return f"probe.{type(probe).__name__.lower()}"
-
-
-def fit_probe(probe: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:
-    """Fit a clone of ``probe``, passing groups to xlprobe probes (the MLP keeps them whole when validating)."""
-    est = clone(probe)
-    if isinstance(est, (LinearProbe, MLPProbe)):
-        return est.fit(X, y, groups=groups)
-    return est.fit(X, y)
 
 
 def cross_val_predict_groups(probe: Any, X: Any, y: Any, groups: Any, folds: Sequence[tuple[np.ndarray, np.ndarray]]
@@ -74,6 +63,28 @@ def cross_val_predict_groups(probe: Any, X: Any, y: Any, groups: Any, folds: Seq
     if not seen.all():
         raise DataError(f"{int((~seen).sum())} item(s) are in no test fold", hint="folds must cover every item")
     return pred
+
+
+@register_measure("probe.linear", kind="labelled", direction="higher_better", probe="linear")
+@register_measure("probe.mlp", kind="labelled", direction="higher_better", probe="mlp")
+@register_measure("probe.estimator", kind="labelled", direction="higher_better")
+def probe_accuracy(X: Any, y: Any, groups: Any, *, probe: Any = None, k: int = 5, seed: int = 0) -> float:
+    """Out-of-fold accuracy of a probe under k-fold group cross-validation (the main probe).
+
+    The value of :func:`probe_layers`' task row for one layer (same folds, same seeded probe), without
+    its interval. Registered as ``probe.linear``, ``probe.mlp`` and ``probe.estimator`` (pass
+    ``probe=`` a scikit-learn classifier; :func:`~xlprobe.probes.classifiers.make_probe` takes it).
+    """
+    k = check_int("k", k, 2)
+    y = np.asarray(y)
+    g = np.asarray(groups)
+    if g.ndim != 1 or len(g) != len(y):
+        raise DataError(f"groups must be 1-D with one entry per label ({len(y)}); got shape {g.shape}",
+                        hint="pass the parallel-group (or book) id of every item")
+    if np.unique(y).size < 2:
+        raise DataError(f"y has a single class ({y[:1].tolist()}): nothing to probe", hint="check the data selection")
+    pred = cross_val_predict_groups(make_probe(probe, seed=seed), X, y, g, kfold_units(g, k, seed))
+    return float(np.mean(pred == y))
 
 
 def accuracy_interval(correct: np.ndarray, groups: np.ndarray, n_boot: int, ci: float, seed: int
@@ -96,6 +107,15 @@ def layers_of(reps: Mapping[str, Any], checkpoint: str | None) -> list[tuple[str
     return [(checkpoint or "model", str(layer), X) for layer, X in reps.items()]
 
 
+_TABLE = dict(kind="table", direction="higher_better")
+
+
+@register_measure("probe.linear.selectivity", **_TABLE, probe="linear",
+                  doc="Selectivity of the linear probe: task accuracy minus control-task accuracy, per layer.")
+@register_measure("probe.mlp.selectivity", **_TABLE, probe="mlp",
+                  doc="Selectivity of the MLP probe: task accuracy minus control-task accuracy, per layer.")
+@register_measure("probe.estimator.selectivity", **_TABLE,
+                  doc="Selectivity of a caller-given probe: task accuracy minus control-task accuracy, per layer.")
 def probe_layers(
     reps: Mapping[str, Any],
     y: Any,
@@ -123,8 +143,9 @@ def probe_layers(
         The task's labels (languages, genres, ...).
     groups : array-like [n]
         The unit no fold may split (parallel group or book); also the bootstrap's resampling unit.
-    probe : estimator, default ``LinearProbe()``
-        Any scikit-learn classifier; cloned for every fit.
+    probe : {"linear", "mlp"}, estimator or None
+        A probe name or any scikit-learn classifier (:func:`~xlprobe.probes.classifiers.make_probe`;
+        None is ``LinearProbe()``); cloned for every fit.
     task : str
         Name of the task, written in the ``task`` column.
     k : int, default 5
@@ -145,10 +166,11 @@ def probe_layers(
     -------
     pandas.DataFrame
         Rows ``checkpoint, layer, measure, value, ci_low, ci_high, n, task, control, seed``: measure
-        ``probe.linear`` (or ``probe.mlp``) for the task (control missing) and each control, and
+        ``probe.linear`` (or ``probe.mlp``; ``probe.estimator`` for another classifier, whose class
+        is in an extra ``probe`` column) for the task (control missing) and each control, and
         ``probe.linear.selectivity`` (control ``control-task``).
     """
-    probe = LinearProbe() if probe is None else probe
+    probe = make_probe(probe, seed=seed)  # an explicit random_state (0 included) is kept
     k = check_int("k", k, 2)
     n_boot = check_int("n_boot", n_boot, 0)
     ci = check_float("ci", ci, 0.0, 1.0, open_low=True, open_high=True)
@@ -172,8 +194,6 @@ def probe_layers(
     if "control-task" in controls and types is None:
         raise ConfigError("the control task needs item types (types=...)",
                           hint="pass types=first_word_types(texts), or leave 'control-task' out of controls")
-    if "random_state" in probe.get_params() and probe.get_params()["random_state"] is None:
-        probe = clone(probe).set_params(random_state=seed)  # an explicit random_state (0 included) is kept
     folds = kfold_units(g, k, seed)
     _, gcodes = np.unique(g, return_inverse=True)
     labels = {"task": y}
@@ -181,7 +201,9 @@ def probe_layers(
         labels["shuffled"] = shuffled_labels(y, seed=seed)
     if "control-task" in controls:
         labels["control-task"] = control_task_labels(types, y, seed=seed)
-    name = probe_name(probe)
+    name = probe_measure(probe)
+    # a caller-given classifier's rows are probe.estimator: its class goes in the probe column
+    extra = {"probe": probe_name(probe)} if name == "probe.estimator" else {}
     rows: list[dict] = []
     for c, layer, X in items:
         correct: dict[str, np.ndarray] = {}
@@ -193,7 +215,7 @@ def probe_layers(
             for train, test in folds:
                 pred[test] = majority_predictions(y[train], len(test))
             correct["majority"] = pred == y
-        base = dict(checkpoint=c, layer=layer, n=n, task=task, seed=seed)
+        base = dict(checkpoint=c, layer=layer, n=n, task=task, seed=seed, **extra)
         for which in ("task", *[x for x in CONTROLS if x in correct]):
             value, lo, hi = accuracy_interval(correct[which], gcodes, n_boot, ci, seed)
             rows.append(make_row(measure=name, value=value, ci_low=lo, ci_high=hi,

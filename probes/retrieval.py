@@ -323,8 +323,8 @@ def retrieval_matrix(X: np.ndarray, langs: Any, groups: Any, *, center: str = "n
     return _retrieval(X, langs, groups, center=center, scoring=scoring, k=k, block=block, langs_name="langs")
 
 
-@register_measure("retrieval.p_at_1", kind="labelled", direction="higher_better", needs_labels=True)
-@register_measure("retrieval.p_at_1.centered", kind="labelled", direction="higher_better", needs_labels=True,
+@register_measure("retrieval.p_at_1", kind="labelled", direction="higher_better", reads="languages")
+@register_measure("retrieval.p_at_1.centered", kind="labelled", direction="higher_better", reads="languages",
                   center="language")
 def retrieval_p_at_1(X: np.ndarray, y: Any, groups: Any, *, seed: int = 0, center: str = "none",
                      scoring: str = "cosine", k: int = 4, block: int = 2048) -> float:

@@ -89,7 +89,7 @@ def _one_hot(codes: np.ndarray, k: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ separability
-@register_measure("separability.fisher", kind="labelled", direction="higher_better", needs_labels=True)
+@register_measure("separability.fisher", kind="labelled", direction="higher_better")
 def fisher_ratio(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, *, seed: int = 0) -> float:
     """Fisher ratio tr(S_B) / tr(S_W): how far apart the class means are, relative to the class spreads.
 
@@ -141,7 +141,7 @@ def _stratified_subsample(codes: np.ndarray, m: int, rng: np.random.Generator) -
     return np.sort(np.concatenate(picked))
 
 
-@register_measure("separability.silhouette", kind="labelled", direction="higher_better", needs_labels=True)
+@register_measure("separability.silhouette", kind="labelled", direction="higher_better")
 def silhouette(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, *, metric: str = "cosine",
                max_items: int = 5000, seed: int = 0, block: int = 2048) -> float:
     """Mean silhouette width (Rousseeuw 1987): whether items sit closer to their own class than to the next.
@@ -213,7 +213,7 @@ def silhouette(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, *
     return float(s.mean())
 
 
-@register_measure("separability.knn", kind="labelled", direction="higher_better", needs_labels=True)
+@register_measure("separability.knn", kind="labelled", direction="higher_better")
 def knn_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, *, k: int = 1,
                  metric: str = "cosine", seed: int = 0, block: int = 2048) -> float:
     """Leave-one-out k-nearest-neighbour accuracy: is an item's neighbourhood made of its own class?
@@ -300,7 +300,7 @@ def knn_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
     return correct / n
 
 
-@register_measure("separability.centroid", kind="labelled", direction="higher_better", needs_labels=True)
+@register_measure("separability.centroid", kind="labelled", direction="higher_better")
 def nearest_centroid_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, *,
                               metric: str = "cosine", seed: int = 0) -> float:
     """Leave-one-out nearest-centroid accuracy: is each item nearest to its own class's mean?

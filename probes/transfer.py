@@ -10,6 +10,9 @@ Rows per (checkpoint, layer): ``transfer.accuracy`` per test language (``lang``)
 accuracy included, and ``transfer.gap`` = accuracy(train_lang) - accuracy(lang) per other language, each
 with a cluster-bootstrap interval over groups (the gap's interval pairs the two languages' items of the
 same groups). A majority-baseline row per layer (control ``majority``) gives the floor.
+
+Both names are registered as rows of a ``table`` producer, :func:`transfer_probe`: they read labels and
+languages together, which no single call shape of the registry carries.
 """
 from __future__ import annotations
 
@@ -18,15 +21,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 
 from xlprobe.errors import ConfigError, DataError
 from xlprobe.folds import kfold_units
 from xlprobe.probes.arrays import as_rep, check_int
-from xlprobe.probes.classifiers import LinearProbe, MLPProbe
+from xlprobe.probes.classifiers import fit_probe, make_probe, probe_name
 from xlprobe.probes.controls import majority_predictions
-from xlprobe.probes.probing import accuracy_interval, fit_probe, layers_of, probe_name
+from xlprobe.probes.probing import accuracy_interval, layers_of
 from xlprobe.probes.stats import bootstrap_ci
+from xlprobe.registry import register_measure
 from xlprobe.results import make_row, results_frame
 
 __all__ = ["transfer_probe"]
@@ -46,6 +49,10 @@ def _gap_interval(a: np.ndarray, b: np.ndarray, groups: np.ndarray, n_boot: int,
     return r.value, r.low, r.high
 
 
+@register_measure("transfer.accuracy", kind="table", direction="higher_better",
+                  doc="Zero-shot transfer: accuracy on each language of a probe trained on one language's labels.")
+@register_measure("transfer.gap", kind="table", direction="lower_better",
+                  doc="Zero-shot transfer gap: accuracy on the training language minus accuracy on each other one.")
 def transfer_probe(
     reps: Mapping[str, Any],
     y: Any,
@@ -74,7 +81,9 @@ def transfer_probe(
         Language and parallel group of every item.
     train_lang : str
         The one language whose labels the probe sees.
-    probe : estimator, default ``LinearProbe()``
+    probe : {"linear", "mlp"}, estimator or None
+        A probe name or a scikit-learn classifier (:func:`~xlprobe.probes.classifiers.make_probe`;
+        None is ``LinearProbe()``); its name is in the ``probe`` column.
     k : int, default 5
         Folds over groups; every group is tested once.
     n_boot, ci, seed
@@ -84,7 +93,7 @@ def transfer_probe(
         a zero-shot user can do it too) before training and testing: it removes a per-language offset,
         the simplest language-specific component, and shows how much of a gap that offset explains.
     """
-    probe = LinearProbe() if probe is None else probe
+    probe = make_probe(probe, seed=seed)
     if center not in ("none", "language"):
         raise ConfigError(f"center must be 'none' or 'language'; got {center!r}")
     k = check_int("k", k, 2)
@@ -107,8 +116,6 @@ def transfer_probe(
     own_idx = np.flatnonzero(own)
     test_groups = [np.unique(g[own_idx[te]]) for _, te in folds]
     train_rows = [own_idx[tr] for tr, _ in folds]
-    if isinstance(probe, (LinearProbe, MLPProbe)) and probe.random_state is None:
-        probe = clone(probe).set_params(random_state=seed)
     name = probe_name(probe)
     _, gcodes = np.unique(g, return_inverse=True)
     rows: list[dict] = []

@@ -70,7 +70,7 @@ def test_spec_is_data_and_defaults_apply(scratch):
 
     assert plain(3.0) == 3.0  # the decorator returns the function unchanged
     spec = get_measure("test.scaled")
-    assert (spec.kind, spec.direction, spec.needs_labels, spec.fn) == ("unlabelled", "higher_better", False, plain)
+    assert (spec.kind, spec.direction, spec.reads, spec.fn) == ("unlabelled", "higher_better", "none", plain)
     assert spec.summary == "Scale a number." and spec(3.0) == 6.0 and spec(3.0, scale=10.0) == 30.0
     assert get_measure("test.plain")(3.0) == 3.0
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -92,11 +92,78 @@ def test_reloading_a_measure_module_is_not_a_duplicate(scratch):
 @pytest.mark.parametrize("kw,match", [
     ({"kind": "pairs", "direction": "similarity"}, "kind"),
     ({"kind": "paired", "direction": "up"}, "direction"),
-    ({"kind": "paired", "direction": "similarity", "needs_labels": "yes"}, "needs_labels"),
+    ({"kind": "paired", "direction": "similarity", "reads": "yes"}, "reads"),
+    ({"kind": "paired", "direction": "similarity", "reads": "labels"}, "reads"),  # only labelled measures read
+    ({"kind": "unlabelled", "direction": "similarity", "reads": "languages"}, "reads"),
+    ({"kind": "labelled", "direction": "similarity", "reads": "none"}, "reads"),
+    ({"kind": "paired", "direction": "similarity", "doc": 3}, "doc"),
 ])
 def test_bad_registrations(scratch, kw, match):
     with pytest.raises(ConfigError, match=match):
         register_measure("test.bad", **kw)
+
+
+def test_reads_defaults_by_kind_and_is_given_for_languages(scratch):
+    def f(X, y, groups, *, seed=0):
+        return 0.0
+
+    register_measure("test.lab", kind="labelled", direction="higher_better")(f)
+    register_measure("test.lang", kind="labelled", direction="higher_better", reads="languages")(f)
+    register_measure("test.unl", kind="unlabelled", direction="higher_better")(lambda X, *, seed=0: 0.0)
+    assert [get_measure(n).reads for n in ("test.lab", "test.lang", "test.unl")] == ["labels", "languages", "none"]
+    assert get_measure("retrieval.p_at_1").reads == get_measure("retrieval.p_at_1.centered").reads == "languages"
+    assert get_measure("probe.linear").reads == get_measure("separability.knn").reads == "labels"
+    assert {s.reads for s in list_measures() if s.kind != "labelled"} == {"none"}
+    assert not hasattr(get_measure("cka"), "needs_labels")
+
+
+def test_table_kind_needs_no_seed_and_takes_its_own_doc(scratch):
+    def producer(reps, *, probe="linear"):
+        """Produce a whole table."""
+
+    register_measure("test.rows", kind="table", direction="lower_better", probe="mlp", doc="One row kind.")(producer)
+    register_measure("test.rows2", kind="table", direction="lower_better")(producer)
+    assert get_measure("test.rows").summary == "One row kind." and get_measure("test.rows2").summary == \
+        "Produce a whole table."
+    with pytest.raises(ConfigError, match="alpha"):
+        register_measure("test.rows3", kind="table", direction="lower_better", alpha=1)(producer)
+
+
+def test_the_main_probe_and_every_table_name_are_registered():
+    names = {s.name for s in list_measures()}
+    assert {"probe.linear", "probe.mlp", "probe.estimator", "probe.linear.selectivity", "probe.mlp.selectivity",
+            "probe.estimator.selectivity", "transfer.accuracy", "transfer.gap", "finetune.accuracy",
+            "finetune.transfer_gap", "finetune.train_loss", "cka.linear.debiased", "cka.rbf.debiased"} <= names
+    assert get_measure("probe.linear").kind == "labelled" and get_measure("finetune.accuracy").kind == "table"
+    assert get_measure("cka.linear.debiased").defaults == {"kernel": "linear", "debiased": True}
+
+
+def test_the_registry_imports_no_measure_and_loads_the_builtins_once(monkeypatch):
+    import ast
+
+    tree = ast.parse(Path(registry.__file__).read_text(encoding="utf-8"))
+    named = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+             and n.value.startswith("xlprobe.") and " " not in n.value}
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
+        {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert named == {"xlprobe.measures"} and {m for m in imported if m and m.startswith("xlprobe")} == {"xlprobe.errors"}
+    calls = []
+    monkeypatch.setattr(registry, "_BUILTIN_LOADERS", [lambda: calls.append(1)])
+    get_measure("cka")
+    list_measures()
+    assert calls == [1]  # run once, at the first read
+    with pytest.raises(ConfigError, match="callable"):
+        registry.add_builtin_loader("xlprobe.probes")
+
+
+def test_a_failing_builtin_loader_raises_and_stays(monkeypatch):
+    def broken():
+        raise ImportError("no torch")
+
+    monkeypatch.setattr(registry, "_BUILTIN_LOADERS", [broken])
+    for _ in range(2):
+        with pytest.raises(ImportError, match="no torch"):
+            list_measures()
 
 
 def test_measures_must_take_seed_and_their_defaults(scratch):

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from xlprobe.cli import app
-from xlprobe.errors import DataError, StoreError
+from xlprobe.errors import ConfigError, DataError, StoreError
 from xlprobe.results import read_results
 from xlprobe.runs import labels_for, probe_run, similarity_run
 
@@ -76,6 +76,10 @@ def test_per_layer_measures_are_added_and_can_be_switched_off(run_dir, tmp_path)
     assert set(none.measure) == {"probe.linear"}
     with pytest.raises(Exception, match="cka"):
         probe_run(run_dir, n_boot=0, k=4, controls=(), measures=("cka.linear",), out=tmp_path)
+    with pytest.raises(ConfigError, match="the run's own probe"):
+        probe_run(run_dir, n_boot=0, k=4, controls=(), measures=("probe.linear",), out=tmp_path)
+    with pytest.raises(ConfigError, match="do not take one layer"):  # rows of a producer, not a per-layer call
+        probe_run(run_dir, n_boot=0, k=4, controls=(), measures=("transfer.accuracy",), out=tmp_path)
 
 
 def test_a_constant_layer_gets_nan_measures_not_a_failed_run(tmp_path):
@@ -163,9 +167,6 @@ def test_similarity_run_errors(three_checkpoints, tmp_path):
         similarity_run(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: similarity_run names a checkpoint by its provenance "
-                   "model_spec, else config._name_or_path or the class name, so two different checkpoints "
-                   "captured from Python without model_spec share a name and one silently replaces the other")
 def test_similarity_run_keeps_checkpoints_that_share_a_name(tmp_path):
     from xlprobe.hooks.extract import extract
     from xlprobe.store import ActivationStore
@@ -181,3 +182,9 @@ def test_similarity_run_keeps_checkpoints_that_share_a_name(tmp_path):
     assert len({k.model for k in store.keys()}) == 2  # two checkpoints in the store
     df = similarity_run(tmp_path)
     assert len(df) == 3  # A x A, A x B, B x B
+    names = sorted(set(df.checkpoint) | set(df.ref_checkpoint))
+    fps = sorted(k.model[:8] for k in store.keys())
+    assert len(names) == 2 and [n.rsplit("@", 1)[1] for n in names] == fps  # the short weights hash tells them apart
+    assert len({n.rsplit("@", 1)[0] for n in names}) == 1
+    probed = probe_run(tmp_path, n_boot=0, k=2, controls=(), measures=(), by="group")
+    assert set(probed.checkpoint) == set(names)  # probe_run names them the same way

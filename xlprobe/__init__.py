@@ -9,6 +9,7 @@ errors. Measures are in ``xlprobe.probes``, fine-tuning in ``xlprobe.finetune``,
 """
 from __future__ import annotations
 
+from xlprobe import registry as _registry
 from xlprobe.errors import (
     CapturePointError,
     ConfigError,
@@ -23,6 +24,17 @@ from xlprobe.errors import (
     XlprobeError,
 )
 from xlprobe.types import POOLINGS, CapturePoint, Dataset, Record, StoreKey
+
+
+def _builtin_measures() -> None:
+    """Register the built-in measures: the registry runs this the first time it is read (never at import)."""
+    import xlprobe.finetune  # noqa: F401  (finetune.*)
+    import xlprobe.probes  # noqa: F401  (every measure on arrays, the probes' table names)
+
+
+# The package root wires the registry (a core module) to the measures that register into it; see
+# "Where the measures come from" in xlprobe/registry.py for why this is not an entry point.
+_registry.add_builtin_loader(_builtin_measures)
 
 __version__ = "0.1.0"
 

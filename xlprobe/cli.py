@@ -322,9 +322,9 @@ def _probe_table(df: Any, title: str) -> Table:
 
 @app.command()
 def measures(
-    kind: Optional[str] = typer.Option(None, "--kind", help="labelled | unlabelled | paired | weights"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="labelled | unlabelled | paired | weights | table"),
 ) -> None:
-    """List the registered measures: name, kind, direction and what each computes."""
+    """List the registered measures: name, kind, what a labelled one reads, direction and what each computes."""
     from xlprobe.registry import list_measures
 
     try:
@@ -332,10 +332,10 @@ def measures(
     except XlprobeError as err:
         _fail(err)
     table = Table(title=f"{len(specs)} measure(s)")
-    for col in ("name", "kind", "direction", "what"):
+    for col in ("name", "kind", "reads", "direction", "what"):
         table.add_column(col, no_wrap=col != "what")
     for m in specs:
-        table.add_row(m.name, m.kind, m.direction, escape(m.summary))
+        table.add_row(m.name, m.kind, "" if m.reads == "none" else m.reads, m.direction, escape(m.summary))
     console.print(table)
 
 

@@ -50,8 +50,8 @@ The full loss curves are in ``df.attrs["train_loss"]`` (``{seed: [loss per step]
 dropout and the batch order come from ``torch.random.fork_rng`` + ``manual_seed`` and a
 ``np.random.default_rng(seed)``, and the caller's global RNG state is left as it was.
 
-This is not a registered measure: it needs a model, a tokenizer and texts, none of the registry's
-call shapes (see :mod:`xlprobe.registry`).
+The three names are registered as rows of a ``table`` producer (see :mod:`xlprobe.registry`): the
+runner cannot feed this from the store, it needs a model, a tokenizer and texts.
 """
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ from xlprobe.hooks.plan import CapturePlan, as_dataset, plan_capture
 from xlprobe.hooks.pooling import pool
 from xlprobe.probes.arrays import check_float, check_int
 from xlprobe.probes.controls import majority_predictions
+from xlprobe.registry import register_measure
 from xlprobe.results import make_row, results_frame
 from xlprobe.tasks.splits import group_ids, group_train_test_split
 from xlprobe.types import Dataset, Record
@@ -214,6 +215,12 @@ def _run_seed(encoder_src: Any, plan: CapturePlan, y: np.ndarray, n_classes: int
 
 
 # -------------------------------------------------------------------------------------------- public
+@register_measure("finetune.accuracy", kind="table", direction="higher_better",
+                  doc="Accuracy on each language after fine-tuning the encoder on one language's labels.")
+@register_measure("finetune.transfer_gap", kind="table", direction="lower_better",
+                  doc="Fine-tuned accuracy on the training language minus accuracy on each other language.")
+@register_measure("finetune.train_loss", kind="table", direction="lower_better",
+                  doc="Mean training loss of the last fine-tuning steps (the fit the accuracies rest on).")
 def finetune_transfer(
     model: Any,
     tokenizer: Any,

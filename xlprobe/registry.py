@@ -1,31 +1,53 @@
 """The measure registry: a name -> :class:`MeasureSpec` map that the runner and the CLI read.
 
-Every measure registers itself with the :func:`register_measure` decorator, in its own module under
-``xlprobe.probes``; ``xlprobe/probes/__init__.py`` imports every measure module explicitly, so the
-built-in measures are registered in one place. Third-party packages add measures through the
-entry-point group ``xlprobe.measures``: each entry point names a module (or an object in one) whose
-import registers its measures with the same decorator, e.g. in the plugin's ``pyproject.toml``::
+Every name that can appear in the ``measure`` column of a results table is registered here, with the
+:func:`register_measure` decorator on the function that computes (or produces) it. The registry is a
+core module: measures import it to register, it imports no measure.
+
+Where the measures come from
+----------------------------
+* **Built-in**: the measure modules under ``xlprobe.probes`` (``xlprobe/probes/__init__.py`` imports
+  each one explicitly) and ``xlprobe.finetune``. The package root, ``xlprobe/__init__.py``, hands
+  the registry a loader that imports them (:func:`add_builtin_loader`); the registry runs it the
+  first time it is read. ``import xlprobe.registry`` always runs ``xlprobe/__init__.py`` first, so
+  the built-ins are there for every reader, the runner, the CLI and a user's own code alike.
+* **Plugins**: other packages add measures through the entry-point group ``xlprobe.measures``; each
+  entry point names a module (or an object in one) whose import registers its measures with the
+  same decorator, e.g. in the plugin's ``pyproject.toml``::
 
     [project.entry-points."xlprobe.measures"]
     my_measures = "my_package.measures"
 
-Both are loaded lazily, by the first :func:`get_measure` / :func:`list_measures` that needs them.
+Why not register the built-ins through this package's own entry point, as plugins do: entry points
+are install metadata, and a stale copy of it wins. A source checkout holds an ``xlprobe.egg-info``
+from an earlier install; when the current directory is on ``sys.path`` (``python -m pytest``,
+``python -c`` from the checkout) ``importlib.metadata`` finds that copy before the installed one, and
+an editable install made before the entry point existed has none either: the built-in measures, the
+main probe included, would silently vanish. Importing them is exact and needs no metadata; only the
+package root and the runners name the measure modules (the layering rule of tests/test_layering.py).
 
-Each **kind** has a fixed call shape, so the runner can feed any measure from the store (all take
-``seed=``):
+Each **kind** has a fixed call shape, so the runner can feed any measure of the first four from the
+store (all of those take ``seed=``):
 
-========== ==================================
-labelled   ``fn(X, y, groups, *, seed=0, ...)``
+========== ====================================================================================
+labelled   ``fn(X, y, groups, *, seed=0, ...)``: ``y`` is what :attr:`MeasureSpec.reads` says,
+           the task's labels (``"labels"``) or the items' languages (``"languages"``)
 unlabelled ``fn(X, *, seed=0, ...)``
 paired     ``fn(X, Y, *, seed=0, ...)``
 weights    ``fn(model_a, model_b, *, seed=0, ...)``
-========== ==================================
+table      ``fn(...) -> results table``: rows that a producer writes beside others and that no
+           single call on arrays gives (a probe's selectivity needs the control task's item types,
+           transfer needs languages and labels, fine-tuning a model); ``fn`` is that producer
+           (``probe_layers``, ``transfer_probe``, ``finetune_transfer``) and the runner never
+           calls it per layer
+========== ====================================================================================
+
+Controls are not names of their own: a measure's control rows (``majority``, ``shuffled``,
+``control-task``) carry the same ``measure`` and say which control in the ``control`` column.
 """
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.metadata
 import inspect
 import logging
 import warnings
@@ -36,19 +58,20 @@ from typing import Any, TypeVar
 
 from xlprobe.errors import ConfigError
 
-__all__ = ["MeasureSpec", "register_measure", "get_measure", "list_measures", "KINDS", "DIRECTIONS",
-           "ENTRY_POINT_GROUP"]
+__all__ = ["MeasureSpec", "register_measure", "get_measure", "list_measures", "add_builtin_loader", "KINDS",
+           "DIRECTIONS", "READS", "ENTRY_POINT_GROUP"]
 
 logger = logging.getLogger(__name__)
 
 #: Call shapes a measure may have (see the module docstring).
-KINDS = ("labelled", "unlabelled", "paired", "weights")
+KINDS = ("labelled", "unlabelled", "paired", "weights", "table")
 #: What a larger value means: similarity / distance between two representations, or a score.
 DIRECTIONS = ("similarity", "distance", "higher_better", "lower_better")
+#: What a labelled measure's ``y`` is: the task's labels or the items' languages; every other kind
+#: reads neither (``"none"``).
+READS = ("labels", "languages", "none")
 #: Entry-point group through which other packages add measures.
 ENTRY_POINT_GROUP = "xlprobe.measures"
-#: The package whose import registers the built-in measures.
-_BUILTIN = "xlprobe.probes"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,8 +90,10 @@ class MeasureSpec:
         The function that computes it.
     direction : str
         One of :data:`DIRECTIONS`.
-    needs_labels : bool
-        True when the measure needs labels (``y``) to run.
+    reads : str
+        One of :data:`READS`: what the runner passes as ``y`` to a labelled measure, the task's
+        labels (``"labels"``) or the items' languages (``"languages"``, retrieval); ``"none"`` for
+        every other kind.
     defaults : mapping
         Keyword arguments the registered name fixes (``kernel="rbf"`` for ``cka.rbf``); a call's own
         keyword arguments override them. Read-only.
@@ -80,7 +105,7 @@ class MeasureSpec:
     kind: str
     fn: Callable[..., Any]
     direction: str
-    needs_labels: bool
+    reads: str
     defaults: Mapping[str, Any]
     doc: str
 
@@ -94,8 +119,9 @@ class MeasureSpec:
         return self.fn(*args, **{**self.defaults, **kwargs})
 
 
-#: The registry itself: the only mutable state of this module.
+#: The registry itself, and the loaders of the built-in measures not yet run: the module's only state.
 _MEASURES: dict[str, MeasureSpec] = {}
+_BUILTIN_LOADERS: list[Callable[[], object]] = []
 
 
 def _check_choice(what: str, value: object, allowed: tuple[str, ...], name: str) -> None:
@@ -104,8 +130,22 @@ def _check_choice(what: str, value: object, allowed: tuple[str, ...], name: str)
                           hint=f"pass {what}=" + " or ".join(repr(a) for a in allowed))
 
 
-def _check_signature(name: str, fn: Callable[..., Any], defaults: Mapping[str, Any]) -> None:
-    """The function takes ``seed=`` and every default by keyword (or has ``**kwargs``)."""
+def _check_reads(name: str, kind: str, reads: str | None) -> str:
+    """``reads`` given or implied by the kind: labelled measures read labels or languages, others nothing."""
+    if reads is None:
+        return "labels" if kind == "labelled" else "none"
+    _check_choice("reads", reads, READS, name)
+    allowed = ("labels", "languages") if kind == "labelled" else ("none",)
+    if reads not in allowed:
+        raise ConfigError(f"a {kind} measure reads {' or '.join(repr(a) for a in allowed)}; measure {name!r} "
+                          f"got reads={reads!r}",
+                          hint="only labelled measures take a y, and it is the task's labels or the languages")
+    return reads
+
+
+def _check_signature(name: str, kind: str, fn: Callable[..., Any], defaults: Mapping[str, Any]) -> None:
+    """The function takes every default by keyword, and ``seed=`` unless it produces a table (or has
+    ``**kwargs``)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # some builtins have no signature: nothing to check
@@ -114,7 +154,7 @@ def _check_signature(name: str, fn: Callable[..., Any], defaults: Mapping[str, A
         return
     by_keyword = {n for n, p in params.items()
                   if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
-    missing = [k for k in ("seed", *defaults) if k not in by_keyword]
+    missing = [k for k in (*(() if kind == "table" else ("seed",)), *defaults) if k not in by_keyword]
     if missing:
         raise ConfigError(f"measure {name!r}: {getattr(fn, '__qualname__', fn)!r} takes no keyword "
                           f"argument(s) {missing}",
@@ -132,7 +172,7 @@ def _same_definition(old: Callable[..., Any], new: Callable[..., Any]) -> bool:
         (co_new.co_filename, co_new.co_firstlineno, new.__qualname__)
 
 
-def register_measure(name: str, *, kind: str, direction: str, needs_labels: bool = False,
+def register_measure(name: str, *, kind: str, direction: str, reads: str | None = None, doc: str | None = None,
                      **defaults: Any) -> Callable[[F], F]:
     """Decorator: register a function as the measure ``name``; the function is returned unchanged.
 
@@ -142,12 +182,16 @@ def register_measure(name: str, *, kind: str, direction: str, needs_labels: bool
     ----------
     name : str
         Registry name, as suites and ``xlprobe measures`` spell it (``family.variant``).
-    kind : {"labelled", "unlabelled", "paired", "weights"}
+    kind : {"labelled", "unlabelled", "paired", "weights", "table"}
         The call shape (see the module docstring).
     direction : {"similarity", "distance", "higher_better", "lower_better"}
         What a larger value means.
-    needs_labels : bool, default False
-        True when the measure needs labels.
+    reads : {"labels", "languages", "none"}, optional
+        What a labelled measure's ``y`` is (default ``"labels"``); every other kind reads ``"none"``
+        (the default).
+    doc : str, optional
+        The measure's doc when the function's docstring describes more than this name (a ``table``
+        producer writes several); default: the function's docstring.
     **defaults
         Keyword arguments this name fixes (they must be keyword arguments of the function).
 
@@ -155,8 +199,9 @@ def register_measure(name: str, *, kind: str, direction: str, needs_labels: bool
     ------
     ConfigError
         On a name already registered by another function (the same definition loaded again, by
-        ``importlib.reload`` for instance, replaces its entry), an unknown kind or direction, or a
-        function that does not take ``seed=`` and the defaults by keyword.
+        ``importlib.reload`` for instance, replaces its entry), an unknown kind, direction or reads
+        (or reads that the kind does not take), or a function that does not take the defaults by
+        keyword, or ``seed=`` (every kind but ``table``).
 
     Examples
     --------
@@ -168,8 +213,9 @@ def register_measure(name: str, *, kind: str, direction: str, needs_labels: bool
                           hint="use family.variant, e.g. 'cka.linear'")
     _check_choice("kind", kind, KINDS, name)
     _check_choice("direction", direction, DIRECTIONS, name)
-    if not isinstance(needs_labels, bool):
-        raise ConfigError(f"needs_labels of measure {name!r} must be a bool; got {needs_labels!r}")
+    reads = _check_reads(name, kind, reads)
+    if doc is not None and not isinstance(doc, str):
+        raise ConfigError(f"doc of measure {name!r} must be a string; got {type(doc).__name__}")
 
     def decorate(fn: F) -> F:
         if not callable(fn):
@@ -178,22 +224,47 @@ def register_measure(name: str, *, kind: str, direction: str, needs_labels: bool
             old = _MEASURES[name].fn
             raise ConfigError(f"measure {name!r} is already registered (by {old.__module__}.{old.__qualname__})",
                               hint="choose another name; a measure cannot be replaced once registered")
-        _check_signature(name, fn, defaults)
+        _check_signature(name, kind, fn, defaults)
         _MEASURES[name] = MeasureSpec(name=name, kind=kind, fn=fn, direction=direction,
-                                      needs_labels=needs_labels, defaults=MappingProxyType(dict(defaults)),
-                                      doc=inspect.cleandoc(fn.__doc__ or ""))
+                                      reads=reads, defaults=MappingProxyType(dict(defaults)),
+                                      doc=inspect.cleandoc((fn.__doc__ if doc is None else doc) or ""))
         return fn
 
     return decorate
 
 
+def add_builtin_loader(loader: Callable[[], object]) -> None:
+    """Run ``loader`` (it registers measures, by importing their modules) before the registry is first read.
+
+    The package root, ``xlprobe/__init__.py``, gives the loader of the built-in measures; this keeps
+    the registry free of any import of them (see the module docstring). Plugins use the entry-point
+    group :data:`ENTRY_POINT_GROUP` instead.
+    """
+    if not callable(loader):
+        raise ConfigError(f"add_builtin_loader takes a callable; got {type(loader).__name__}")
+    _BUILTIN_LOADERS.append(loader)
+
+
+def _load_builtins() -> None:
+    """Run the built-in loaders not yet run, each once (one that raises stays, to raise again)."""
+    while _BUILTIN_LOADERS:
+        loader = _BUILTIN_LOADERS.pop(0)  # out first: a measure module that reads the registry does not re-run it
+        try:
+            loader()
+        except BaseException:
+            _BUILTIN_LOADERS.insert(0, loader)
+            raise
+
+
 def _load_sources() -> None:
-    """Import the built-in measures and every ``xlprobe.measures`` entry point (imports are cached).
+    """Load the built-in measures, then every ``xlprobe.measures`` entry point (imports are cached).
 
     A plugin that fails to load is reported with a warning and skipped, so one broken package does
     not hide the other measures.
     """
-    importlib.import_module(_BUILTIN)
+    import importlib.metadata  # here, not at the top: `import xlprobe` imports this module
+
+    _load_builtins()
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
@@ -211,6 +282,7 @@ def get_measure(name: str) -> MeasureSpec:
     ConfigError
         If no measure has that name; the hint suggests the closest names and lists the known ones.
     """
+    _load_builtins()
     if name not in _MEASURES:
         _load_sources()
     if name in _MEASURES:

@@ -7,10 +7,15 @@ other task is a record label such as ``testament`` or ``genre``), folds by paral
 calls :func:`xlprobe.probes.probe_layers` with its controls. Shards captured with ``tag`` pooling for the
 same model and data are probed too (rows with ``pooling = tag``): the language-tag-only baseline, since a
 probe that reads only the tag learns nothing about the text.
+
+A checkpoint's rows are named by its provenance (the ``model_spec`` it was captured with, else the
+model's own name); when two checkpoints with different weights share that name, each gets its short
+weights fingerprint appended (``MBartForConditionalGeneration@ccdb6862``), in both runners alike.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,15 +26,13 @@ import pandas as pd
 from xlprobe.errors import ConfigError, DataError, StoreError, XlprobeError
 from xlprobe.types import Dataset
 
-__all__ = ["probe_run", "similarity_run", "labels_for", "layer_measures", "PROBES", "DEFAULT_MEASURES"]
+__all__ = ["probe_run", "similarity_run", "labels_for", "layer_measures", "DEFAULT_MEASURES"]
 
 log = logging.getLogger(__name__)
 
-#: Probe names the CLI accepts.
-PROBES = ("linear", "mlp")
-
-#: Registered measures ``probe_run`` adds per layer by default (no interval: values only). Labelled
-#: measures read the task's labels, except ``retrieval.*``, which always read the languages.
+#: Registered measures ``probe_run`` adds per layer by default (no interval: values only). A labelled
+#: measure reads what its spec says (:attr:`~xlprobe.registry.MeasureSpec.reads`): the task's labels,
+#: or the languages (``retrieval.*``).
 DEFAULT_MEASURES = ("separability.knn", "separability.centroid", "separability.fisher",
                     "separability.silhouette", "geometry.effective_rank", "geometry.anisotropy",
                     "geometry.norm_mean", "retrieval.p_at_1", "retrieval.p_at_1.centered")
@@ -37,9 +40,10 @@ DEFAULT_MEASURES = ("separability.knn", "separability.centroid", "separability.f
 
 def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, groups: np.ndarray,
                    measures: Sequence[str], *, checkpoint: str, task: str, seed: int) -> list[dict]:
-    """Rows of registered labelled / unlabelled measures for every layer (retrieval reads the languages).
+    """Rows of registered labelled / unlabelled measures for every layer.
 
-    Labelled measures also get a ``control="shuffled"`` row: the measure on the labels permuted across
+    A labelled measure gets ``y`` (the task's labels) or ``langs``, as its spec's ``reads`` says. Those
+    that read the labels also get a ``control="shuffled"`` row: the measure on the labels permuted across
     items (seeded), the value it takes when the labelling has no structure in X.
     """
     from xlprobe.probes.controls import shuffled_labels
@@ -60,7 +64,7 @@ def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, group
             if sp.kind == "unlabelled":
                 calls: dict[str | None, tuple] = {None: (X,)}
                 row_task = None
-            elif sp.name.startswith("retrieval."):
+            elif sp.reads == "languages":
                 if len(set(langs.tolist())) < 2:
                     continue
                 calls, row_task = {None: (X, langs, groups)}, "language"
@@ -98,14 +102,21 @@ def _open_store(path: Path) -> Any:
     return ActivationStore.open(path)
 
 
-def _make_probe(name: str, seed: int) -> Any:
-    from xlprobe.probes import LinearProbe, MLPProbe
+def _checkpoint_names(store: Any) -> dict[str, str]:
+    """Model fingerprint -> the name its rows carry: its provenance, made unique across the store.
 
-    if name == "linear":
-        return LinearProbe(random_state=seed)
-    if name == "mlp":
-        return MLPProbe(random_state=seed)
-    raise ConfigError(f"unknown probe {name!r}", hint="choose one of " + ", ".join(PROBES))
+    The name is the ``model_spec`` the checkpoint was captured with, else the model's own name (its
+    ``config._name_or_path`` or class name), else the fingerprint. Checkpoints with different weights
+    that share a name (two models captured from Python without ``model_spec``) get
+    ``@<fingerprint[:8]>`` appended, so no checkpoint's rows replace or mix with another's.
+    """
+    base: dict[str, str] = {}
+    for key in store.keys():
+        if key.model not in base:
+            info = store.entry(key).get("info", {})
+            base[key.model] = str(info.get("model_spec") or info.get("model") or key.model)
+    shared = Counter(base.values())
+    return {fp: f"{name}@{fp[:8]}" if shared[name] > 1 and name != fp else name for fp, name in base.items()}
 
 
 def probe_run(
@@ -131,6 +142,7 @@ def probe_run(
     task : str
         ``language`` or a record label (``testament``, ``genre``, ``book`` ...).
     probe : {"linear", "mlp"}
+        A name of :data:`xlprobe.probes.PROBES` (built by :func:`xlprobe.probes.make_probe`).
     pooling : str
         Which shards to probe (``tag`` shards of the same model are added as the tag baseline).
     by : str
@@ -138,11 +150,13 @@ def probe_run(
     k, controls, n_boot, seed
         As :func:`xlprobe.probes.probe_layers` (controls default to all three).
     measures : sequence of str, optional
-        Registered per-layer measures to add (default :data:`DEFAULT_MEASURES`; ``()`` for none).
+        Registered per-layer measures to add (default :data:`DEFAULT_MEASURES`; ``()`` for none); not
+        the run's own probe (``probe.linear`` for ``probe="linear"``), whose rows it writes anyway.
     out : path, optional
         Folder for ``results.parquet`` / ``results.csv`` (default ``run_dir``).
     """
-    from xlprobe.probes import probe_layers
+    from xlprobe.probes import make_probe, probe_layers
+    from xlprobe.probes.classifiers import probe_measure
     from xlprobe.probes.controls import CONTROLS, first_word_types
     from xlprobe.results import results_frame, write_results
     from xlprobe.tasks.splits import group_ids
@@ -154,7 +168,13 @@ def probe_run(
         have = sorted({k.pooling for k in store.keys()})
         raise StoreError(f"the store has no shards with pooling {pooling!r}",
                          hint=f"poolings present: {', '.join(have) or 'none'}; capture with --pooling {pooling}")
-    est = _make_probe(probe, seed)
+    est = make_probe(probe, seed=seed)
+    measures = DEFAULT_MEASURES if measures is None else tuple(measures)
+    if probe_measure(est) in measures:
+        raise ConfigError(f"measure {probe_measure(est)!r} is the run's own probe: probe_run writes its rows "
+                          "(with an interval and controls) already",
+                          hint="leave it out of measures, or name another probe's measure")
+    ckpt_name = _checkpoint_names(store)
     controls = tuple(CONTROLS if controls is None else controls)
     frames = []
     combos = list(dict.fromkeys((k.model, k.data) for k in keys))
@@ -168,8 +188,7 @@ def probe_run(
             these = store.keys(model=model_fp, data=data_fp, pooling=pool)
             if not these:
                 continue
-            info = store.entry(these[0]).get("info", {})
-            checkpoint = str(info.get("model_spec") or info.get("model") or model_fp)
+            checkpoint = ckpt_name[model_fp]
             reps = {store.entry(key).get("info", {}).get("alias") or key.point: store.read(key) for key in these}
             log.info("probing %s (%s pooling): %d layers, %d items, task %s", checkpoint, pool, len(reps), len(y),
                      task)
@@ -177,8 +196,7 @@ def probe_run(
                               controls=controls, types=types, n_boot=n_boot, seed=seed)
             # the tag shards are a probe baseline only: one vector per language, no geometry to measure
             extra = [] if pool == "tag" else layer_measures(
-                reps, y, langs, parallel, DEFAULT_MEASURES if measures is None else measures,
-                checkpoint=checkpoint, task=task, seed=seed)
+                reps, y, langs, parallel, measures, checkpoint=checkpoint, task=task, seed=seed)
             if extra:
                 df = results_frame([*df.to_dict("records"), *extra])
             df["pooling"] = pool
@@ -193,25 +211,30 @@ def similarity_run(run_dir: str | Path, *, pooling: str = "mean", kernel: str = 
                    out: str | Path | None = None) -> pd.DataFrame:
     """Layer x layer CKA between every pair of checkpoints captured on the same data (the paper's analysis).
 
-    Rows: ``checkpoint, layer, ref_checkpoint, ref_layer, measure (cka.linear / cka.rbf), value, n``;
-    each unordered pair of checkpoints once, and every checkpoint against itself (its layer x layer
-    table). Written to ``similarity.parquet`` / ``.csv`` next to the probe results.
+    Rows: ``checkpoint, layer, ref_checkpoint, ref_layer, measure, value, n``, the measure being the
+    registered ``cka.linear``, ``cka.rbf`` or their ``.debiased`` variants; each unordered pair of
+    checkpoints once, and every checkpoint against itself (its layer x layer table). Checkpoints are
+    named as in the module docstring. Written to ``similarity.parquet`` / ``.csv`` next to the probe
+    results.
     """
     from xlprobe.probes.cka import cka_matrix
+    from xlprobe.registry import get_measure
     from xlprobe.results import make_row, results_frame, write_results
+
+    measure = get_measure(f"cka.{kernel}" + (".debiased" if debiased else "")).name  # unknown kernel: ConfigError
 
     store_path = Path(run_dir)
     store = _open_store(store_path)
     keys = store.keys(pooling=pooling)
     if not keys:
         raise StoreError(f"the store has no shards with pooling {pooling!r}", hint="capture with --pooling mean")
+    ckpt_name = _checkpoint_names(store)
     rows = []
     for data_fp in dict.fromkeys(k.data for k in keys):
         models: dict[str, dict[str, Any]] = {}
         for key in store.keys(pooling=pooling, data=data_fp):
             info = store.entry(key).get("info", {})
-            name = str(info.get("model_spec") or info.get("model") or key.model)
-            models.setdefault(name, {})[info.get("alias") or key.point] = store.read(key)
+            models.setdefault(ckpt_name[key.model], {})[info.get("alias") or key.point] = store.read(key)
         names = list(models)
         for i, a in enumerate(names):
             for b in names[i:]:
@@ -220,7 +243,7 @@ def similarity_run(run_dir: str | Path, *, pooling: str = "mean", kernel: str = 
                 for la in table.index:
                     for lb in table.columns:
                         rows.append(make_row(checkpoint=a, layer=la, ref_checkpoint=b, ref_layer=lb,
-                                             measure=f"cka.{kernel}" + (".debiased" if debiased else ""),
+                                             measure=measure,
                                              value=float(table.loc[la, lb]), n=n, data=data_fp))
     df = results_frame(rows)
     write_results(df, out or store_path, name="similarity")

@@ -225,7 +225,7 @@ def test_registered_measures():
     X, y = _blobs(400, 8, 3, 2.0, 0)
     r = online_codelength(X, y, seed=3)
     spec = get_measure("mdl.codelength")
-    assert (spec.kind, spec.direction, spec.needs_labels, spec.fn) == ("labelled", "lower_better", True,
+    assert (spec.kind, spec.direction, spec.reads, spec.fn) == ("labelled", "lower_better", "labels",
                                                                        mdl_codelength)
     assert spec(X, y, None, seed=3) == pytest.approx(r.codelength_bits / 1000, rel=1e-12) == r.codelength_kbits
     spec = get_measure("mdl.compression")

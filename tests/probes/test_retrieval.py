@@ -305,8 +305,8 @@ def test_registered_names_resolve():
     X, langs, groups = _partial_data()
     plain, centred = get_measure("retrieval.p_at_1"), get_measure("retrieval.p_at_1.centered")
     for spec in (plain, centred):
-        assert (spec.kind, spec.direction, spec.needs_labels, spec.fn) == \
-            ("labelled", "higher_better", True, retrieval_p_at_1)
+        assert (spec.kind, spec.direction, spec.reads, spec.fn) == \
+            ("labelled", "higher_better", "languages", retrieval_p_at_1)
         assert spec.summary
     assert dict(plain.defaults) == {} and dict(centred.defaults) == {"center": "language"}
     with warnings.catch_warnings():

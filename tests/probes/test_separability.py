@@ -260,7 +260,7 @@ def test_bad_inputs(call, error, match):
 ])
 def test_registered(name, fn, kind, direction):
     spec = get_measure(name)
-    assert (spec.fn, spec.kind, spec.direction, spec.needs_labels) == (fn, kind, direction, kind == "labelled")
+    assert (spec.fn, spec.kind, spec.direction, spec.reads) == (fn, kind, direction, "labels" if kind == "labelled" else "none")
     assert spec.summary
     value = spec(_X, _Y, None, seed=0) if kind == "labelled" else spec(_X, seed=0)
     assert isinstance(value, float) and np.isfinite(value)

@@ -58,6 +58,7 @@ from xlprobe.types import CapturePoint, Dataset, LayerSpec, Record
 
 __all__ = [
     "LensCapture",
+    "LENS_OPTIONS",
     "boot_bridge",
     "bridge_hook_name",
     "lens_extract",
@@ -68,6 +69,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Options of :meth:`LensCapture.extract`: the capture plan's options that apply through the Bridge.
+LENS_OPTIONS = ("pooling", "batch_size", "max_length", "src_lang", "tgt_texts", "tgt_lang", "lang_codes",
+                "include_special")
 _EXTRACT_HINT = "use xlprobe.hooks.extract (plain forward hooks; needs no TransformerLens)"
 _HOOK = re.compile(r"^(?:(?P<side>encoder|decoder)_)?"
                    r"(?:blocks\.(?P<index>\d+)\.hook_(?P<kind>resid_post|out|resid_pre|in)|(?P<norm>ln_final\.hook_out))$")
@@ -396,19 +400,8 @@ class LensCapture:
         raise ConfigError(f"Bridge hook {hook!r} is on neither the encoder nor the decoder side",
                           hint="pick an encoder_* / decoder_* hook (LensCapture(model, tok).hook_names())")
 
-    def extract(
-        self,
-        texts: Sequence[str] | Sequence[Record] | Dataset,
-        layers: LayerSpec,
-        *,
-        pooling: str = "mean",
-        batch_size: int = 32,
-        max_length: int | None = None,
-        src_lang: str | None = None,
-        tgt_texts: Sequence[str] | None = None,
-        tgt_lang: str | None = None,
-        include_special: bool = False,
-    ) -> Activations:
+    def extract(self, texts: Sequence[str] | Sequence[Record] | Dataset, layers: LayerSpec,
+                **options: Any) -> Activations:
         """Capture pooled activations of ``texts`` at ``layers`` through the Bridge.
 
         Parameters
@@ -420,10 +413,12 @@ class LensCapture:
             globs (``encoder_blocks.3.hook_resid_post``, ``decoder_blocks.*.hook_resid_mid``). A hook that
             carries an xlprobe point is stored under the point's alias, as ``extract`` stores it; any other
             hook must give [batch, seq, d] states and is stored under its own name.
-        pooling : {"mean", "first", "last", "max", "tag"}
-            As for ``extract`` (special tokens and padding left out unless ``include_special``).
-        batch_size, max_length, src_lang, tgt_texts, tgt_lang, include_special
-            As for ``extract`` (right padding; the decoder is teacher-forced on ``tgt_texts``).
+        **options
+            The capture plan's options that apply through the Bridge, as for ``extract``:
+            ``pooling`` ({"mean", "first", "last", "max", "tag"}; special tokens and padding left out
+            unless ``include_special``), ``batch_size``, ``max_length``, ``src_lang``, ``tgt_texts``
+            (the decoder is teacher-forced on them), ``tgt_lang``, ``lang_codes``, ``include_special``.
+            Right padding; per-token states, dtypes and the store are ``extract``'s alone.
 
         Returns
         -------
@@ -431,15 +426,19 @@ class LensCapture:
             ``{key: float32 [n, d]}`` in input order, keyed by point alias (also indexable by module path)
             or by hook name; ``meta["hooks"]`` maps each point name or hook to the Bridge hook it was read from.
         """
+        unknown = sorted(set(options) - set(LENS_OPTIONS))
+        if unknown:
+            raise ConfigError(f"LensCapture.extract takes no option {', '.join(map(repr, unknown))}",
+                              hint=f"options: {', '.join(LENS_OPTIONS)}; per-token states, dtypes and the store: "
+                                   "xlprobe.hooks.extract")
+        pooling = options.setdefault("pooling", "mean")
         if pooling == "tokens":
             raise ConfigError(f"pooling={pooling!r} is not available through the Bridge",
                               hint=f"valid: {', '.join(POOLED)} (per-token states: xlprobe.hooks.extract)")
         targets = self._targets(layers)
         points = [t.point for t in targets if t.point is not None]
         plan = plan_capture(self.model, self.tokenizer, texts, points or None, sides={t.side for t in targets},
-                            pooling=pooling, poolings=POOLED, batch_size=batch_size, max_length=max_length,
-                            src_lang=src_lang, tgt_texts=tgt_texts, tgt_lang=tgt_lang,
-                            include_special=include_special)
+                            poolings=POOLED, **options)
         bridge = self.boot()
         t0 = time.perf_counter()
         dev, n = torch.device(str(bridge.cfg.device)), plan.n
@@ -466,8 +465,7 @@ def lens_extract(model: nn.Module, tokenizer: Any, texts: Sequence[str] | Sequen
     device : str or torch.device, optional
         Where the Bridge's copy runs. Default: where ``model`` is.
     **options
-        The options of :meth:`LensCapture.extract`: ``pooling``, ``batch_size``, ``max_length``,
-        ``src_lang``, ``tgt_texts``, ``tgt_lang``, ``include_special``.
+        The options of :meth:`LensCapture.extract` (:data:`LENS_OPTIONS`).
 
     Returns
     -------

@@ -242,6 +242,8 @@ def test_bad_requests(tiny_model, texts, mbart_lens):
         mbart_lens.extract(texts, "encoder.0", pooling="tokens")
     with pytest.raises(ConfigError, match="batch_size"):
         mbart_lens.extract(texts, "encoder.0", batch_size=0)
+    with pytest.raises(ConfigError, match="takes no option 'dtype'(.|\n)*xlprobe.hooks.extract"):
+        mbart_lens.extract(texts, "encoder.0", dtype="bfloat16")
     with pytest.raises(ConfigError, match="no decoder"):
         LensCapture(gpt, gtok).extract(texts, "decoder.0", tgt_texts=texts)
 

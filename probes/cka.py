@@ -261,7 +261,7 @@ def cka(X: np.ndarray, Y: np.ndarray, *, kernel: str = "linear", debiased: bool 
 
 def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray] | None = None, *,
                kernel: str = "linear", debiased: bool = False,
-               sigma: float | tuple[float, float] | None = None) -> pd.DataFrame:
+               sigma: float | tuple[float, float] | None = None, constant: str = "raise") -> pd.DataFrame:
     """CKA between every layer of ``reps_a`` and every layer of ``reps_b`` (layer x layer table).
 
     Each layer is prepared once (centred features or its Gram matrix, and its self term), so a
@@ -276,6 +276,10 @@ def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray
         each pair computed once).
     kernel, debiased, sigma
         As in :func:`cka`; the linear form (feature or Gram) is chosen once for the whole table.
+    constant : {"raise", "nan"}, default "raise"
+        What a layer with no variance across rows gets (CKA is undefined there, e.g. the decoder input
+        of a model read without targets): a DataError naming it, or NaN in its row / column of the
+        table, leaving every other cell computed (the layer is named in ``df.attrs["constant"]``).
 
     Returns
     -------
@@ -283,6 +287,8 @@ def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray
         Index: the layers of ``reps_a`` (in order); columns: the layers of ``reps_b``.
     """
     sx, sy = _check_options(kernel, debiased, sigma)
+    if constant not in ("raise", "nan"):
+        raise ConfigError(f"constant must be 'raise' or 'nan'; got {constant!r}")
     same = reps_b is None or reps_b is reps_a
     if same and sigma is not None and sx != sy:
         raise ConfigError("a (sigma_x, sigma_y) pair needs two sides; got reps_b=None", hint="pass one sigma")
@@ -304,7 +310,8 @@ def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray
     n = next(iter(ns.values()))
     _check_n(n, debiased, "each representation")
     mode = _choose_mode(kernel, n, (shape[1] for shape in shapes.values()))
-    prepared: dict[str, dict[str, _Side]] = {}
+    prepared: dict[str, dict[str, _Side | None]] = {}
+    degenerate: list[str] = []
     for what, reps in sides.items():  # one layer in float64 at a time, besides the prepared ones
         s = sx if what == "reps_a" else sy
         prepared[what] = {}
@@ -312,20 +319,30 @@ def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray
             name = f"{what}[{k!r}]"
             side = _prepare(as_rep(v, name, copy=True), kernel=kernel, debiased=debiased, mode=mode, sigma=s,
                             name=name)
-            side.self_term = _self_term(side, debiased, name)
+            try:
+                side.self_term = _self_term(side, debiased, name)
+            except DataError:
+                if constant == "raise":
+                    raise
+                side = None
+                degenerate.append(name)
             prepared[what][str(k)] = side
     pa = prepared["reps_a"]
     pb = pa if same else prepared["reps_b"]
-    out = np.empty((len(pa), len(pb)))
+    out = np.full((len(pa), len(pb)), np.nan)
     for i, a in enumerate(pa.values()):
         for j, b in enumerate(pb.values()):
+            if a is None or b is None:
+                continue
             if same and j < i:
                 out[i, j] = out[j, i]
             elif same and i == j:
                 out[i, j] = _ratio(a.self_term, a.self_term, a.self_term)
             else:
                 out[i, j] = _ratio(_cross(a, b, debiased), a.self_term, b.self_term)
-    return pd.DataFrame(out, index=pd.Index(list(pa), name="layer"), columns=pd.Index(list(pb), name="ref_layer"))
+    df = pd.DataFrame(out, index=pd.Index(list(pa), name="layer"), columns=pd.Index(list(pb), name="ref_layer"))
+    df.attrs["constant"] = degenerate
+    return df
 
 
 # ------------------------------------------------------------------------------------------ streaming

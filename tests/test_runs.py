@@ -188,3 +188,26 @@ def test_similarity_run_keeps_checkpoints_that_share_a_name(tmp_path):
     assert len({n.rsplit("@", 1)[0] for n in names}) == 1
     probed = probe_run(tmp_path, n_boot=0, k=2, controls=(), measures=(), by="group")
     assert set(probed.checkpoint) == set(names)  # probe_run names them the same way
+
+
+def test_similarity_run_turns_a_constant_layer_into_nan_cells_and_a_warning(tmp_path, caplog):
+    from xlprobe.hooks.extract import extract
+    from xlprobe.store import ActivationStore
+    from xlprobe.tasks import load_data
+    from xlprobe.tiny import build
+
+    ds = load_data("bible:en,fr?books=Ruth", limit=10)
+    a, tok = build("mbart", seed=0)
+    b, _ = build("mbart", seed=1, tokenizer=tok)
+    store = ActivationStore.open(tmp_path)
+    for name, model in (("A", a), ("B", b)):  # no targets: the decoder input is the same prompt for every text
+        extract(model, tok, ds, ["encoder.0", "decoder.embeddings", "decoder.0"], store=store,
+                provenance={"model_spec": name})
+    with caplog.at_level("WARNING", logger="xlprobe.runs"):
+        df = similarity_run(tmp_path)
+    assert len(df) == 3 * 9  # A x A, A x B, B x B; 3 x 3 layers each: nothing dropped
+    const = (df.layer == "decoder.embeddings") | (df.ref_layer == "decoder.embeddings")
+    assert df[const].value.isna().all() and df[~const].value.notna().all()
+    same = df[(df.checkpoint == "A") & (df.ref_checkpoint == "A") & (df.layer == df.ref_layer) & ~const]
+    np.testing.assert_allclose(same.value, 1.0, atol=1e-6)
+    assert "decoder.embeddings" in caplog.text and "no variance across rows" in caplog.text

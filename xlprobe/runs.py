@@ -213,7 +213,9 @@ def similarity_run(run_dir: str | Path, *, pooling: str = "mean", kernel: str = 
 
     Rows: ``checkpoint, layer, ref_checkpoint, ref_layer, measure, value, n``, the measure being the
     registered ``cka.linear``, ``cka.rbf`` or their ``.debiased`` variants; each unordered pair of
-    checkpoints once, and every checkpoint against itself (its layer x layer table). Checkpoints are
+    checkpoints once, and every checkpoint against itself (its layer x layer table). A layer with no
+    variance across rows (the decoder input of a model captured without targets) gets NaN cells and a
+    warning, as in :func:`probe_run`; every other cell is computed. Checkpoints are
     named as in the module docstring. Written to ``similarity.parquet`` / ``.csv`` next to the probe
     results.
     """
@@ -238,7 +240,10 @@ def similarity_run(run_dir: str | Path, *, pooling: str = "mean", kernel: str = 
         names = list(models)
         for i, a in enumerate(names):
             for b in names[i:]:
-                table = cka_matrix(models[a], models[b], kernel=kernel, debiased=debiased)
+                table = cka_matrix(models[a], models[b], kernel=kernel, debiased=debiased, constant="nan")
+                for name in table.attrs["constant"]:
+                    log.warning("%s vs %s: %s not computed for %s: no variance across rows (CKA undefined)",
+                                a, b, measure, name.replace("reps_a", a).replace("reps_b", b))
                 n = len(next(iter(models[a].values())))
                 for la in table.index:
                     for lb in table.columns:

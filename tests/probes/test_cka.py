@@ -255,3 +255,17 @@ def test_registered_names():
     for name in ("cka", "cka.linear", "cka.rbf"):
         spec = get_measure(name)
         assert (spec.kind, spec.direction) == ("paired", "similarity")
+
+
+def test_cka_matrix_constant_layer_raises_or_gives_nan_cells():
+    rng = np.random.default_rng(0)
+    reps = {"a": rng.normal(size=(50, 8)), "flat": np.ones((50, 4)), "b": rng.normal(size=(50, 6))}
+    with pytest.raises(DataError, match=r"reps_a\['flat'\] has no variance across rows"):
+        cka_matrix(reps)
+    table = cka_matrix(reps, constant="nan")
+    assert table.attrs["constant"] == ["reps_a['flat']"]
+    assert table.loc["flat"].isna().all() and table["flat"].isna().all()
+    rest = cka_matrix({k: v for k, v in reps.items() if k != "flat"})
+    np.testing.assert_array_equal(table.loc[["a", "b"], ["a", "b"]].to_numpy(), rest.to_numpy())
+    with pytest.raises(ConfigError, match="constant must be"):
+        cka_matrix(reps, constant="skip")

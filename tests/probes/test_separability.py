@@ -264,3 +264,17 @@ def test_registered(name, fn, kind, direction):
     assert spec.summary
     value = spec(_X, _Y, None, seed=0) if kind == "labelled" else spec(_X, seed=0)
     assert isinstance(value, float) and np.isfinite(value)
+
+
+def test_knn_variants_with_and_without_the_own_group():
+    rng = np.random.default_rng(0)
+    content = rng.normal(size=(60, 16))
+    langs = np.repeat([0, 1], 60)
+    X = np.vstack([content, content + 0.01 * rng.normal(size=(60, 16))])  # each verse and its near-copy translation
+    groups = np.tile(np.arange(60), 2)
+    excluded = get_measure("separability.knn")(X, langs, groups, seed=0)
+    everyone = get_measure("separability.knn.all")(X, langs, groups, seed=0)
+    assert everyone == 0.0  # the nearest item is always the translation, of the other language
+    assert everyone == knn_accuracy(X, langs, None)
+    assert 0.3 < excluded < 0.7  # among other verses, language says nothing here
+    assert get_measure("separability.knn.all").defaults == {"exclude_group": False}

@@ -391,6 +391,12 @@ def cross_language_cka(X: np.ndarray, langs: Any, groups: Any, *, kernel: str = 
                        debiased: bool = False) -> tuple[list[Any], np.ndarray]:
     """CKA between every pair of languages, on the items of their shared groups aligned by group.
 
+    This measures **isomorphism, not alignment**: CKA is invariant to an orthogonal transform (and an
+    isotropic scaling) of either side, so two languages whose spaces are rotated copies of each other
+    score 1 while no verse lies near its translation. Whether translations meet in one space is
+    retrieval's question (:func:`retrieval_matrix`, raw, language-centred or margin-scored). On the toy
+    family the two disagree: cross-language CKA 0.818 (lm) vs 0.831 (mt) while P@1 goes 0.06 -> 0.56.
+
     Parameters
     ----------
     X : array [n, d]

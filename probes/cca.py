@@ -134,6 +134,24 @@ def pwcca(X: np.ndarray, Y: np.ndarray, *, seed: int = 0) -> float:
     float
         In [0, 1]; sum_i alpha_i rho_i with alpha_i ~ sum_j |<h_i, z_j>| on the side with fewer
         directions (X on a tie).
+
+    Notes
+    -----
+    Where this differs from Morcos et al.'s reference code (google/svcca, ``pwcca.compute_pwcca``),
+    on purpose:
+
+    * The weights project the *centred* neurons on orthonormal canonical variates of the centred data.
+      The reference adds each neuron's mean back to the canonical variates before orthonormalising them
+      and projects the raw, uncentred activations, so its weights move with a constant offset of the
+      neurons, which CCA itself ignores; here a shift of X or Y changes nothing (tested).
+    * When Y has fewer directions, the reference builds Y's variates from ``acts1`` (X's activations);
+      here each side's variates come from its own data.
+    * The reference drops near-constant neurons by a variance threshold and can add ``epsilon`` to the
+      covariances; here the bases come from an SVD with a relative rank cut (:func:`svcca`'s basis).
+
+    So values differ from the reference's (measured once on the same seeded data: 0.779 here, 0.715 there). Both are
+    asymmetric when the two sides have the same number of directions: the weights come from X, so
+    ``pwcca(X, Y) != pwcca(Y, X)`` in general; average both orders for a symmetric score.
     """
     A, B = _check_pair(X, Y)
     Qx, Ac = _basis(A, None, "X")

@@ -104,3 +104,13 @@ def test_registered():
         assert (spec.kind, spec.direction) == ("paired", "similarity")
     X = np.random.default_rng(0).standard_normal((50, 3))
     assert get_measure("svcca")(X, X) == pytest.approx(1.0)
+
+
+def test_pwcca_ignores_a_shift_and_is_asymmetric_on_equal_widths():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 12))
+    Y = X @ rng.normal(size=(12, 12)) + 0.8 * rng.normal(size=(300, 12))
+    base = pwcca(X, Y)
+    shifted = pwcca(X + 50.0, Y - 7.0)  # CCA ignores a constant offset; so do these weights (centred neurons)
+    assert abs(shifted - base) < 1e-9
+    assert abs(pwcca(X, Y) - pwcca(Y, X)) > 1e-4  # equal widths: the weights come from the first argument

@@ -151,12 +151,12 @@ def as_dataset(texts: Any, src_lang: str | None = None, tgt_texts: Sequence[str]
         data = texts
     else:
         items = list(texts)
-        bad = next((i for i, t in enumerate(items) if not isinstance(t, (str, Record))), None)
-        if bad is not None or (items and len({isinstance(t, Record) for t in items}) > 1):
-            bad = bad if bad is not None else next(i for i, t in enumerate(items) if not isinstance(t, Record))
+        kind = Record if items and isinstance(items[0], Record) else str
+        bad = next((i for i, t in enumerate(items) if not isinstance(t, kind)), None)
+        if bad is not None:
             raise DataError(f"texts[{bad}] is a {type(items[bad]).__name__}; texts must be all str or all Record",
                             hint="pass a list of strings, a list of xlprobe.Record, or an xlprobe Dataset")
-        if items and isinstance(items[0], Record):
+        if kind is Record:
             data = Dataset("records", tuple(items))
         else:
             data = Dataset.from_texts(items, "und")

@@ -191,3 +191,13 @@ def test_finetune_compares_checkpoints_on_one_split(tmp_path):
     assert n["toy:lm"].tolist() == n["toy:mt"].tolist()  # the same held-out verses for every checkpoint
     bad = runner.invoke(app, ["finetune", "-m", "toy:lm", "--data", "bible:en", "--seeds", "a", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "--seeds" in bad.output
+
+
+def test_probe_prints_its_fold_unit_and_refuses_by_equal_to_task(toy_store, tmp_path):
+    common = ["--n-boot", "0", "--folds", "2", "--controls", "", "--measures", "", "--out", str(tmp_path)]
+    res = runner.invoke(app, ["probe", str(toy_store), "--task", "language", *common])
+    assert res.exit_code == 0, res.output
+    assert "folds by group (default for this task)" in res.output
+    res = runner.invoke(app, ["probe", str(toy_store), "--task", "book", "--by", "book", *common])
+    assert res.exit_code != 0
+    assert "fold unit equals the task" in res.output and "absent from training" in res.output

@@ -189,7 +189,11 @@ def probe(
     task: str = typer.Option("language", "--task", "-t", help="language, or a record label (testament, genre, book)."),
     probe_name: str = typer.Option("linear", "--probe", help="linear | mlp"),
     pooling: str = typer.Option("mean", "--pooling", "-p", help="Which shards to probe (tag shards are added)."),
-    by: str = typer.Option("group", "--by", help="Fold unit: group (parallel verse), chapter, book or a label."),
+    by: Optional[str] = typer.Option(
+        None, "--by", help="Fold unit, never split across folds: group (parallel verse), chapter, book or a label. "
+        "Default: chapter when the task's label is constant within every book (genre, book, testament: "
+        "neighbouring verses would leak across parallel-group folds), else group. Equal to the task is an "
+        "error (no test class would be seen in training)."),
     k: int = typer.Option(5, "--folds", "-k"),
     controls: str = typer.Option("majority,shuffled,control-task", "--controls", help="Comma-separated; '' for none."),
     n_boot: int = typer.Option(1000, "--n-boot"),
@@ -210,6 +214,10 @@ def probe(
         _fail(err)
     title = f"{task} probe ({probe_name}): accuracy ± half the 95% CI; controls: majority, shuffled labels, control task"
     console.print(_probe_table(df, title))
+    units = df.attrs.get("fold_units") or {}
+    unit = df.attrs.get("fold_unit", by) if len(set(units.values())) <= 1 else ", ".join(
+        f"{u} ({fp[:8]})" for fp, u in units.items())
+    console.print(f"folds by {unit}" + (" (default for this task)" if by is None else ""))
     console.print(f"{len(df)} rows -> {(out or run_dir) / 'results.parquet'} and results.csv "
                   f"({time.perf_counter() - t0:.1f}s)")
 

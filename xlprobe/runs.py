@@ -3,8 +3,9 @@
 A *run* is an activation store written by ``xlprobe capture`` (or ``extract(..., store=...)``): shards per
 (model, point, pooling, dataset) and the dataset's records. :func:`probe_run` groups the shards by model
 and dataset, takes the labels of ``task`` from the records (``language`` is each record's language; any
-other task is a record label such as ``testament`` or ``genre``), folds by parallel group (or book), and
-calls :func:`xlprobe.probes.probe_layers` with its controls. Shards captured with ``tag`` pooling for the
+other task is a record label such as ``testament`` or ``genre``), folds by a unit chosen for the task (see
+:func:`probe_run`'s ``by``: chapters for a label that is constant within every book, parallel groups for
+language identity), and calls :func:`xlprobe.probes.probe_layers` with its controls. Shards captured with ``tag`` pooling for the
 same model and data are probed too (rows with ``pooling = tag``): the language-tag-only baseline, since a
 probe that reads only the tag learns nothing about the text.
 
@@ -92,6 +93,60 @@ def labels_for(data: Dataset, task: str) -> np.ndarray:
     return np.asarray([str(r.labels[task]) for r in data], dtype=object)
 
 
+_LANGUAGE = ("language", "lang")
+
+
+def _confined(y: np.ndarray, units: np.ndarray) -> list[str]:
+    """The classes of ``y`` whose items all lie in one unit (unseen in training when that unit is tested)."""
+    where: dict[str, set] = {}
+    for label, unit in zip(y.tolist(), units.tolist()):
+        where.setdefault(label, set()).add(unit)
+    return sorted(c for c, us in where.items() if len(us) == 1)
+
+
+def _fold_unit(data: Dataset, task: str, by: str | None, y: np.ndarray) -> tuple[str, str]:
+    """The fold unit for ``task`` (``by``, or the default when it is None) and why; refuses a leak-free
+    unit that cannot work: one under which every test item's class is absent from training.
+
+    Default (``by=None``): ``"group"`` for language identity (a translation of a test verse is never
+    trained on); ``"chapter"`` for a label that is constant within every book of the data (``genre``,
+    ``book``, ``testament`` of the Bible), since parallel-group folds put neighbouring verses of one
+    chapter, which share the label and the topic, on both sides; ``"group"`` for other labels, or when
+    the records have no ``book.chapter.verse`` keys.
+    """
+    from xlprobe.tasks.splits import group_ids
+
+    name = "language" if task in _LANGUAGE else task
+    if by is not None and (by == name or (name == "language" and by in _LANGUAGE)):
+        raise ConfigError(f"cannot fold by {by!r} for task {task!r}: the fold unit equals the task, so every "
+                          "test item's class is absent from training and the accuracy is 0 by construction",
+                          hint="leave by unset (chapter folds for book-level labels, parallel groups for "
+                               "language), or use by='chapter' / by='group'")
+    if by is not None:
+        units = group_ids(data, by)
+        confined = _confined(y, units)
+        if confined and len(confined) == len(set(y.tolist())):
+            raise DataError(f"cannot fold by {by!r} for task {task!r}: every class lies in a single {by} unit "
+                            f"(e.g. {confined[:3]}), so every test item's class is absent from training and the "
+                            "accuracy is 0 by construction",
+                            hint="use a finer unit: by='chapter' (keeps every book on both sides) or by='group'")
+        return by, "given"
+    if name == "language":
+        return "group", "language identity: parallel groups, so no translation of a test verse is trained on"
+    try:
+        books = group_ids(data, "book")
+        group_ids(data, "chapter")
+    except DataError:
+        return "group", f"{task!r} folds by parallel group: the records have no book.chapter.verse keys"
+    per_book: dict[str, set] = {}
+    for label, book in zip(y.tolist(), books.tolist()):
+        per_book.setdefault(book, set()).add(label)
+    if all(len(labels) == 1 for labels in per_book.values()):
+        return "chapter", (f"{task!r} is constant within every book: chapter folds, so neighbouring verses of "
+                           "one chapter are never on both sides")
+    return "group", f"{task!r} varies within books: parallel-group folds"
+
+
 def _open_store(path: Path) -> Any:
     """The activation store at ``path``, or StoreError when the folder is not one."""
     from xlprobe.store import ActivationStore
@@ -125,7 +180,7 @@ def probe_run(
     task: str = "language",
     probe: str = "linear",
     pooling: str = "mean",
-    by: str = "group",
+    by: str | None = None,
     k: int = 5,
     controls: Sequence[str] | None = None,
     n_boot: int = 1000,
@@ -145,8 +200,15 @@ def probe_run(
         A name of :data:`xlprobe.probes.PROBES` (built by :func:`xlprobe.probes.make_probe`).
     pooling : str
         Which shards to probe (``tag`` shards of the same model are added as the tag baseline).
-    by : str
-        Fold unit: ``group`` (parallel group), ``book``, ``chapter`` or a label name.
+    by : str, optional
+        Fold unit, kept whole on one side of every fold: ``group`` (parallel group), ``chapter``,
+        ``book`` or a label name. None (the default) chooses per dataset: ``chapter`` when the task's
+        label is constant within every book (``genre``, ``book``, ``testament``: with parallel-group
+        folds, neighbouring verses of one chapter, which share label and topic, fall on both sides and
+        inflate accuracy), else ``group`` (language identity: no translation of a test verse is trained
+        on). Chapter folds keep every book of several chapters on both sides, as ``task="book"`` needs.
+        The unit is logged and recorded in ``df.attrs["fold_unit"]`` (``df.attrs["fold_units"]``: per
+        dataset fingerprint).
     k, controls, n_boot, seed
         As :func:`xlprobe.probes.probe_layers` (controls default to all three).
     measures : sequence of str, optional
@@ -154,6 +216,14 @@ def probe_run(
         the run's own probe (``probe.linear`` for ``probe="linear"``), whose rows it writes anyway.
     out : path, optional
         Folder for ``results.parquet`` / ``results.csv`` (default ``run_dir``).
+
+    Raises
+    ------
+    ConfigError
+        ``by`` equal to the task (``by="book"`` with ``task="book"``): every test item's class would be
+        absent from training, so accuracy is 0 by construction.
+    DataError
+        A ``by`` under which every class lies in a single unit, for the same reason.
     """
     from xlprobe.probes import make_probe, probe_layers
     from xlprobe.probes.classifiers import probe_measure
@@ -178,10 +248,19 @@ def probe_run(
     controls = tuple(CONTROLS if controls is None else controls)
     frames = []
     combos = list(dict.fromkeys((k.model, k.data) for k in keys))
+    units: dict[str, str] = {}
     for model_fp, data_fp in combos:
         data = store.records(data_fp)
         y = labels_for(data, task)
-        groups = group_ids(data, by)
+        unit, why = _fold_unit(data, task, by, y)
+        if data_fp not in units:
+            units[data_fp] = unit
+            log.info("dataset %s, task %s: folds by %s (%s)", data_fp[:12], task, unit, why)
+            confined = _confined(y, group_ids(data, unit))
+            if confined:
+                log.warning("task %s, folds by %s: class(es) %s lie in a single %s unit, so their items are "
+                            "never predicted correctly", task, unit, confined[:5], unit)
+        groups = group_ids(data, unit)
         types = first_word_types(data.texts) if "control-task" in controls else None
         langs, parallel = labels_for(data, "language"), group_ids(data, "group")
         for pool in dict.fromkeys([pooling, "tag"]):
@@ -203,6 +282,8 @@ def probe_run(
             df["data"] = data_fp
             frames.append(df)
     results = pd.concat(frames, ignore_index=True)
+    results.attrs["fold_units"] = units
+    results.attrs["fold_unit"] = next(iter(set(units.values()))) if len(set(units.values())) == 1 else "mixed"
     write_results(results, out or store_path)
     return results
 

@@ -92,3 +92,20 @@ def test_split_by_chapter_needs_verse_keys() -> None:
         group_kfold(records, 2, by="chapter")
     folds = group_kfold(records, 3, by="group")
     assert sorted(len(t) for _, t in folds) == [2, 2, 2]
+
+
+def test_chapter_folds_never_split_a_chapter(en_fr: Dataset) -> None:
+    # the folds probe_run makes (kfold_units over the per-record units), by chapter
+    from xlprobe.folds import kfold_units
+
+    chapters = group_ids(en_fr, "chapter")
+    folds = kfold_units(chapters, 5, seed=0)
+    fold_of = np.full(len(chapters), -1)
+    for f, (train, test) in enumerate(folds):
+        assert not set(chapters[train]) & set(chapters[test])
+        fold_of[test] = f
+    assert (fold_of >= 0).all()
+    for chapter in set(chapters.tolist()):  # every item of a chapter is in one test fold
+        assert len(set(fold_of[chapters == chapter].tolist())) == 1
+    # the translations of a verse share its chapter, so they never straddle folds either
+    assert all(len(set(fold_of[group_ids(en_fr, "group") == g].tolist())) == 1 for g in ("8.1.1", "43.3.16"))

@@ -245,6 +245,9 @@ def test_probe_run_records_the_fold_unit(run_dir, tmp_path):
     assert df.attrs["fold_unit"] == "group" and set(df.attrs["fold_units"].values()) == {"group"}
     df = probe_run(run_dir, n_boot=0, k=2, controls=(), measures=(), by="chapter", out=tmp_path)
     assert df.attrs["fold_unit"] == "chapter"
+    saved = read_results(tmp_path / "results.parquet")  # the unit survives the file: a column of the probe rows
+    probe_rows = saved.measure.str.startswith("probe.")
+    assert (saved.folds[probe_rows] == "chapter").all() and saved.folds[~probe_rows].isna().all()
 
 
 @pytest.mark.parametrize(("task", "by"), [("book", "book"), ("genre", "genre"), ("testament", "testament"),

@@ -207,7 +207,8 @@ def probe_run(
         folds, neighbouring verses of one chapter, which share label and topic, fall on both sides and
         inflate accuracy), else ``group`` (language identity: no translation of a test verse is trained
         on). Chapter folds keep every book of several chapters on both sides, as ``task="book"`` needs.
-        The unit is logged and recorded in ``df.attrs["fold_unit"]`` (``df.attrs["fold_units"]``: per
+        The unit is logged, written in the ``folds`` column of the probe rows (saved with the table)
+        and recorded in ``df.attrs["fold_unit"]`` (``df.attrs["fold_units"]``: per
         dataset fingerprint).
     k, controls, n_boot, seed
         As :func:`xlprobe.probes.probe_layers` (controls default to all three).
@@ -280,6 +281,7 @@ def probe_run(
                 df = results_frame([*df.to_dict("records"), *extra])
             df["pooling"] = pool
             df["data"] = data_fp
+            df["folds"] = df.measure.map(lambda m, unit=unit: unit if m.startswith("probe.") else None)
             frames.append(df)
     results = pd.concat(frames, ignore_index=True)
     results.attrs["fold_units"] = units

@@ -178,15 +178,19 @@ def test_finetune_compares_checkpoints_on_one_split(tmp_path):
     assert ((acc.value >= 0) & (acc.value <= 1)).all()
     runs = acc[acc.control.isna() & acc.seed.notna()]
     assert set(runs.seed.astype(int)) == {0, 1}
-    # one row per (checkpoint, language, seed), the mean over seeds, and the majority baseline
-    assert runs.groupby(["checkpoint", "lang"]).size().to_dict() == {
-        (c, lang): 2 for c in ("toy:lm", "toy:mt") for lang in ("en", "fr")}
-    mean = acc[acc.control.isna() & acc.seed.isna()].set_index(["checkpoint", "lang"])
-    by_seed = runs.groupby(["checkpoint", "lang"]).value
+    # both heads by default (encoder-decoders): one row per (checkpoint, head, language, seed), the mean
+    # over seeds, and the majority baseline
+    keys = ["checkpoint", "readout", "lang"]
+    assert runs.groupby(keys).size().to_dict() == {
+        (c, h, lang): 2 for c in ("toy:lm", "toy:mt") for h in ("encoder-mean", "decoder-eos") for lang in ("en", "fr")}
+    assert set(zip(acc.readout, acc.layer)) == {("encoder-mean", "encoder.last"), ("decoder-eos", "decoder.eos")}
+    assert "decoder-eos" in res.output
+    mean = acc[acc.control.isna() & acc.seed.isna()].set_index(keys)
+    by_seed = runs.groupby(keys).value
     assert np.allclose(mean.value.sort_index(), by_seed.mean().sort_index())
     assert np.allclose(mean.ci_low.sort_index(), by_seed.min().sort_index())
     assert np.allclose(mean.ci_high.sort_index(), by_seed.max().sort_index())
-    assert len(acc[acc.control == "majority"]) == 4
+    assert len(acc[acc.control == "majority"]) == 8
     n = acc.groupby("checkpoint").n.unique()
     assert n["toy:lm"].tolist() == n["toy:mt"].tolist()  # the same held-out verses for every checkpoint
     bad = runner.invoke(app, ["finetune", "-m", "toy:lm", "--data", "bible:en", "--seeds", "a", "--out", str(tmp_path)])

@@ -193,3 +193,44 @@ def test_bad_data_raise(mt):
         finetune_transfer(model, tok, [], label="kind")
     with pytest.raises(ConfigError, match="torch.nn.Module"):
         finetune_transfer("toy:mt", tok, one_class, label="kind")
+
+
+def test_decoder_eos_head_reads_what_mbart_sequence_classification_reads(tiny_model):
+    from transformers import MBartForSequenceClassification
+
+    from xlprobe.finetune import _features
+    from xlprobe.hooks import plan_capture
+
+    model, tok = tiny_model("mbart")
+    clf = MBartForSequenceClassification(model.config).eval()
+    clf.model.load_state_dict(model.model.state_dict())
+    texts = ["In the beginning was the Word.", "Jesus wept.", "Au commencement était la Parole, et la Parole."]
+    plan = plan_capture(model, tok, texts, sides=("encoder",), src_lang="en")
+    src, _ = plan.batch(np.arange(3), "cpu")
+    seen = []
+    hook = clf.classification_head.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            clf(input_ids=src.ids, attention_mask=src.attn)
+            ours = _features(model.model, src, "decoder-eos", "mean", model.config.eos_token_id)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(ours, seen[0], atol=1e-5, rtol=1e-5)
+
+
+def test_both_heads_run_and_name_their_rows(mt, bible):
+    model, tok = mt
+    rows = {}
+    for head in ("encoder-mean", "decoder-eos"):
+        df = finetune_transfer(model, tok, bible, **{**FAST, "steps": 3, "seeds": (0,)}, head=head)
+        assert (df.readout == head).all()
+        rows[head] = set(df.layer)
+    assert rows == {"encoder-mean": {"encoder.last"}, "decoder-eos": {"decoder.eos"}}
+
+
+def test_decoder_eos_head_needs_an_encoder_decoder(tiny_model):
+    model, tok = tiny_model("xlmr")
+    with pytest.raises(ConfigError, match="decoder-eos.*encoder-decoder"):
+        finetune_transfer(model, tok, _alpha_beta(8), label="kind", steps=1, seeds=(0,), head="decoder-eos")
+    with pytest.raises(ConfigError, match="unknown head"):
+        finetune_transfer(model, tok, _alpha_beta(8), label="kind", steps=1, seeds=(0,), head="cls")

@@ -234,6 +234,9 @@ def finetune(
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
     lr: float = typer.Option(5e-5, "--lr"),
     device: str = typer.Option("cpu", "--device"),
+    heads: str = typer.Option("encoder-mean,decoder-eos", "--head", help="What the classifier reads (comma-"
+                              "separated): encoder-mean (pooled encoder, XTREME), decoder-eos (the decoder's </s> "
+                              "state, as MBartForSequenceClassification); encoder-decoders run both by default."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for finetune.parquet / finetune.csv."),
 ) -> None:
     """Zero-shot transfer after fine-tuning (the paper's protocol): same split, steps and seeds per checkpoint."""
@@ -253,10 +256,14 @@ def finetune(
         ds = load_data(data_spec, limit=limit, seed=0)
         for spec in models:
             m, tok = load_model(spec, device=device)
-            console.print(f"fine-tuning {spec}: {len(seed_list)} seed(s) x {steps} steps ...")
-            frames.append(finetune_transfer(m, tok, ds, label=label, train_lang=train_lang, checkpoint=spec,
-                                            seeds=seed_list, steps=steps, batch_size=batch_size, lr=lr,
-                                            device=device))
+            asked = [h.strip() for h in heads.split(",") if h.strip()]
+            # decoder-eos reads a decoder: an encoder-only checkpoint runs the encoder head alone
+            own = [h for h in asked if h != "decoder-eos" or m.config.is_encoder_decoder] or asked
+            for head in own:
+                console.print(f"fine-tuning {spec} ({head}): {len(seed_list)} seed(s) x {steps} steps ...")
+                frames.append(finetune_transfer(m, tok, ds, label=label, train_lang=train_lang, checkpoint=spec,
+                                                seeds=seed_list, steps=steps, batch_size=batch_size, lr=lr,
+                                                device=device, head=head))
             del m
         df = results_frame(pd.concat(frames, ignore_index=True))
         write_results(df, out, name="finetune")
@@ -265,11 +272,11 @@ def finetune(
     summary = df[df.seed.isna() & df.control.isna() & (df.measure == "finetune.accuracy")]
     langs = sorted(set(summary.lang))
     table = Table(title=f"{label}: accuracy after fine-tuning on {train_lang} (mean over seeds, range)")
-    for col in ("checkpoint", *langs):
+    for col in ("checkpoint", "head", *langs):
         table.add_column(col)
-    for ckpt, g in summary.groupby("checkpoint", sort=False):
+    for (ckpt, head), g in summary.groupby(["checkpoint", "readout"], sort=False):
         by = g.set_index("lang")
-        table.add_row(str(ckpt), *(f"{by.loc[lg, 'value']:.3f} [{by.loc[lg, 'ci_low']:.2f}-{by.loc[lg, 'ci_high']:.2f}]"
+        table.add_row(str(ckpt), str(head), *(f"{by.loc[lg, 'value']:.3f} [{by.loc[lg, 'ci_low']:.2f}-{by.loc[lg, 'ci_high']:.2f}]"
                                    if lg in by.index else "-" for lg in langs))
     console.print(table)
     maj = df[(df.control == "majority") & df.seed.isna()]

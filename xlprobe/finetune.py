@@ -25,7 +25,12 @@ Protocol (:func:`finetune_transfer`):
 Pooling reads the text's own tokens: padding and special tokens (language code, ``</s>``) are left
 out, as in :mod:`xlprobe.hooks.pooling`; the encoder itself attends to every non-pad token.
 
-Rows (``layer`` = ``"encoder.last"``, ``task`` = the label, ``train_lang`` as an extra column):
+Two heads (``head=``, :data:`HEADS`): ``encoder-mean``, the pooled last encoder state with the encoder
+tuned (the XTREME protocol; rows ``layer="encoder.last"``), and ``decoder-eos``, the decoder's last
+state at the source's final ``</s>`` with the decoder fed the source shifted right and the whole
+encoder-decoder tuned (what ``MBartForSequenceClassification`` reads; rows ``layer="decoder.eos"``).
+
+Rows (``layer`` as above, ``task`` = the label, ``train_lang`` and ``readout`` (the head) as extra columns):
 
 ======================== ========= ========================================================================
 measure                  seed      value
@@ -75,7 +80,7 @@ from xlprobe.results import make_row, results_frame
 from xlprobe.tasks.splits import group_ids, group_train_test_split
 from xlprobe.types import Dataset, Record
 
-__all__ = ["finetune_transfer", "POOLINGS", "LAYER"]
+__all__ = ["finetune_transfer", "POOLINGS", "LAYER", "HEADS"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +88,10 @@ logger = logging.getLogger(__name__)
 POOLINGS = ("mean", "max", "first", "last")
 #: ``layer`` of every row: the last encoder state, the representation that is fine-tuned.
 LAYER = "encoder.last"
+#: What the classification head reads, and the ``layer`` its rows carry: the pooled last encoder state
+#: (the XTREME protocol), or the decoder's state at the source's final ``</s>``, fed the source shifted
+#: right, which is what ``MBartForSequenceClassification`` (and BART's) reads.
+HEADS = {"encoder-mean": LAYER, "decoder-eos": "decoder.eos"}
 #: Steps averaged into the ``finetune.train_loss`` row.
 _LOSS_WINDOW = 10
 
@@ -132,25 +141,56 @@ def _device(device: Any) -> Any:
         raise ConfigError(f"device must be a torch device ('cpu', 'cuda', 'cuda:1') or 'auto'; got {device!r}") from None
 
 
-def _encoder(model: Any) -> Any:
-    """The module that maps (input_ids, attention_mask) to the last encoder state."""
+def _trunk(model: Any, head: str) -> Any:
+    """The module the head reads: the encoder, or the whole encoder-decoder base for ``decoder-eos``."""
     from torch import nn
 
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module (a transformers model); got {type(model).__name__}")
     config = getattr(model, "config", None)
-    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+    seq2seq = getattr(config, "is_encoder_decoder", False)
+    if head == "decoder-eos":
+        if not seq2seq or getattr(config, "eos_token_id", None) is None:
+            raise ConfigError(f"head='decoder-eos' needs an encoder-decoder with an eos token; "
+                              f"{type(model).__name__} is not one", hint="use head='encoder-mean'")
+        return getattr(model, "base_model", model)
+    if seq2seq and hasattr(model, "get_encoder"):
         return model.get_encoder()
     return getattr(model, "base_model", model)
 
 
 # ------------------------------------------------------------------------------------------ training
 def _states(encoder: Any, ids: Any, att: Any) -> Any:
+    """The last hidden state of ``encoder`` (an encoder, or an encoder-decoder base: its decoder's)."""
     out = encoder(input_ids=ids, attention_mask=att)
     h = getattr(out, "last_hidden_state", None)
     if h is None:
         h = out[0]
     return h
+
+
+def _features(trunk: Any, src: Any, head: str, pooling: str, eos_id: int | None) -> Any:
+    """What the linear head reads for a batch: the pooled encoder state, or the decoder state at the final eos.
+
+    For ``decoder-eos`` the base model builds its decoder input from the source (shifted right, as
+    ``MBartForSequenceClassification`` does), and the state at the source's last ``</s>`` is read.
+    """
+    import torch
+
+    from xlprobe.hooks.pooling import last_index
+
+    try:
+        states = _states(trunk, src.ids, src.attn)
+    except ValueError as err:
+        raise ConfigError(f"head={head!r}: {type(trunk).__name__} cannot build its decoder input from the source "
+                          f"({err})", hint="use head='encoder-mean'") from err
+    if head == "encoder-mean":
+        return pool(states, src.keep, pooling)
+    eos = src.ids == eos_id
+    if not bool(eos.any(dim=1).all()):
+        raise DataError("head='decoder-eos': a text has no </s> token to read",
+                        hint="keep the tokenizer's special tokens (they are added by default)")
+    return states[torch.arange(states.shape[0], device=states.device), last_index(eos)].float()
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -164,8 +204,8 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.n
 
 def _run_seed(encoder_src: Any, plan: CapturePlan, y: np.ndarray, n_classes: int, train_idx: np.ndarray,
               test_idx: np.ndarray, *, seed: int, steps: int, batch_size: int, lr: float, pooling: str,
-              device: Any) -> _SeedRun:
-    """Fine-tune a copy of the encoder plus a linear head with ``seed``; predict the test items."""
+              device: Any, head_kind: str = "encoder-mean", eos_id: int | None = None) -> _SeedRun:
+    """Fine-tune a copy of the trunk plus a linear head with ``seed``; predict the test items."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -181,7 +221,7 @@ def _run_seed(encoder_src: Any, plan: CapturePlan, y: np.ndarray, n_classes: int
         encoder.eval()
         with torch.no_grad():
             src, _ = plan.batch(train_idx[:1], device)
-            d = _states(encoder, src.ids, src.attn).shape[-1]
+            d = _features(encoder, src, head_kind, pooling, eos_id).shape[-1]
         head = nn.Linear(d, n_classes).to(device)
         params = [*encoder.parameters(), *head.parameters()]
         opt = torch.optim.AdamW(params, lr=lr)
@@ -194,7 +234,7 @@ def _run_seed(encoder_src: Any, plan: CapturePlan, y: np.ndarray, n_classes: int
         for step in range(1, steps + 1):
             b = train_idx[next(batches)]
             src, _ = plan.batch(b, device)
-            logits = head(pool(_states(encoder, src.ids, src.attn), src.keep, pooling))
+            logits = head(_features(encoder, src, head_kind, pooling, eos_id))
             loss = F.cross_entropy(logits, y_t[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -210,7 +250,7 @@ def _run_seed(encoder_src: Any, plan: CapturePlan, y: np.ndarray, n_classes: int
             for s in range(0, len(order), batch_size):
                 pos = order[s:s + batch_size]
                 src, _ = plan.batch(test_idx[pos], device)
-                pred[pos] = head(pool(_states(encoder, src.ids, src.attn), src.keep, pooling)).argmax(-1).cpu().numpy()
+                pred[pos] = head(_features(encoder, src, head_kind, pooling, eos_id)).argmax(-1).cpu().numpy()
     return _SeedRun(pred, losses)
 
 
@@ -235,6 +275,7 @@ def finetune_transfer(
     lr: float = 5e-5,
     max_length: int = 64,
     pooling: str = "mean",
+    head: str = "encoder-mean",
     test_size: float = 0.3,
     lang_codes: Mapping[str, str] | None = None,
     device: str = "cpu",
@@ -266,7 +307,13 @@ def finetune_transfer(
     max_length : int, default 64
         Texts are truncated to this many tokens (special tokens included).
     pooling : {"mean", "max", "first", "last"}, default "mean"
-        How the head reads the last encoder state, over the text's own tokens.
+        How the ``encoder-mean`` head reads the last encoder state, over the text's own tokens.
+    head : {"encoder-mean", "decoder-eos"}, default "encoder-mean"
+        What the linear head reads and what is fine-tuned: the pooled last encoder state, the encoder
+        tuned (rows ``layer="encoder.last"``); or, for an encoder-decoder, the decoder's last state at
+        the source's final ``</s>`` with the decoder fed the source shifted right, encoder and decoder
+        tuned (``layer="decoder.eos"``): what ``MBartForSequenceClassification`` reads, and MT
+        training changes the decoder most.
     test_size : float, default 0.3
         Fraction of the records in the test groups.
     lang_codes : mapping, optional
@@ -315,8 +362,10 @@ def finetune_transfer(
     test_size = check_float("test_size", test_size, 0.0, 1.0, open_low=True, open_high=True)
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling {pooling!r}", hint=f"valid: {', '.join(POOLINGS)}")
+    if head not in HEADS:
+        raise ConfigError(f"unknown head {head!r}", hint=f"valid: {', '.join(HEADS)}")
     dev = _device(device)
-    encoder_src = _encoder(model)
+    encoder_src = _trunk(model, head)
 
     langs = np.asarray([r.lang for r in records], dtype=object)
     present = sorted(set(langs.tolist()))
@@ -351,7 +400,8 @@ def finetune_transfer(
     for seed in seeds:
         t0 = time.perf_counter()
         run = _run_seed(encoder_src, plan, y, len(classes), train_idx, test_side, seed=seed, steps=steps,
-                        batch_size=batch_size, lr=lr, pooling=pooling, device=dev)
+                        batch_size=batch_size, lr=lr, pooling=pooling, device=dev, head_kind=head,
+                        eos_id=getattr(model.config, "eos_token_id", None))
         correct = run.pred == y[test_side]
         acc[seed] = {lg: float(correct[langs[test_side] == lg].mean()) for lg in test_langs
                      if (langs[test_side] == lg).any()}
@@ -359,7 +409,7 @@ def finetune_transfer(
         logger.info("finetune_transfer %s seed %d: %d steps in %.1f s; accuracy %s", checkpoint, seed, steps,
                     time.perf_counter() - t0, {k: round(v, 3) for k, v in acc[seed].items()})
 
-    base = dict(checkpoint=checkpoint, layer=LAYER, task=label, train_lang=train_lang)
+    base = dict(checkpoint=checkpoint, layer=HEADS[head], task=label, train_lang=train_lang, readout=head)
     rows: list[dict[str, Any]] = []
 
     def add(measure: str, values: dict[int, float], n: int, lang: str) -> None:

@@ -11,11 +11,11 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from xlprobe.errors import DataError
+from xlprobe.errors import ConfigError, DataError
 from xlprobe.folds import FINER, balanced_folds, check_k, shuffled_units, split_sides
 from xlprobe.types import Dataset, Record
 
-__all__ = ["group_ids", "group_kfold", "group_train_test_split"]
+__all__ = ["group_ids", "group_kfold", "group_train_test_split", "fold_unit", "confined_classes"]
 
 _VERSE_KEY = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _FINER = FINER
@@ -186,3 +186,55 @@ def group_train_test_split(
     else:
         chosen = _pick_test_units(sizes, test_size, len(unit_of))
     return split_sides(unit_of, chosen)
+
+
+_LANGUAGE = ("language", "lang")
+
+
+def confined_classes(y: np.ndarray, units: np.ndarray) -> list[str]:
+    """The classes of ``y`` whose items all lie in one unit (unseen in training when that unit is tested)."""
+    where: dict[str, set] = {}
+    for label, unit in zip(y.tolist(), units.tolist()):
+        where.setdefault(label, set()).add(unit)
+    return sorted(c for c, us in where.items() if len(us) == 1)
+
+
+def fold_unit(data: Dataset, task: str, by: str | None, y: np.ndarray) -> tuple[str, str]:
+    """The fold unit for ``task`` (``by``, or the default when it is None) and why; refuses a unit that
+    cannot work: one under which every test item's class is absent from training.
+
+    Default (``by=None``): ``"group"`` for language identity (a translation of a test verse is never
+    trained on); ``"chapter"`` for a label that is constant within every book of the data (``genre``,
+    ``book``, ``testament`` of the Bible), since parallel-group folds put neighbouring verses of one
+    chapter, which share the label and the topic, on both sides; ``"group"`` for other labels, or when
+    the records have no ``book.chapter.verse`` keys.
+    """
+    name = "language" if task in _LANGUAGE else task
+    if by is not None and (by == name or (name == "language" and by in _LANGUAGE)):
+        raise ConfigError(f"cannot fold by {by!r} for task {task!r}: the fold unit equals the task, so every "
+                          "test item's class is absent from training and the accuracy is 0 by construction",
+                          hint="leave by unset (chapter folds for book-level labels, parallel groups for "
+                               "language), or use by='chapter' / by='group'")
+    if by is not None:
+        units = group_ids(data, by)
+        confined = confined_classes(y, units)
+        if confined and len(confined) == len(set(y.tolist())):
+            raise DataError(f"cannot fold by {by!r} for task {task!r}: every class lies in a single {by} unit "
+                            f"(e.g. {confined[:3]}), so every test item's class is absent from training and the "
+                            "accuracy is 0 by construction",
+                            hint="use a finer unit: by='chapter' (keeps every book on both sides) or by='group'")
+        return by, "given"
+    if name == "language":
+        return "group", "language identity: parallel groups, so no translation of a test verse is trained on"
+    try:
+        books = group_ids(data, "book")
+        group_ids(data, "chapter")
+    except DataError:
+        return "group", f"{task!r} folds by parallel group: the records have no book.chapter.verse keys"
+    per_book: dict[str, set] = {}
+    for label, book in zip(y.tolist(), books.tolist()):
+        per_book.setdefault(book, set()).add(label)
+    if all(len(labels) == 1 for labels in per_book.values()):
+        return "chapter", (f"{task!r} is constant within every book: chapter folds, so neighbouring verses of "
+                           "one chapter are never on both sides")
+    return "group", f"{task!r} varies within books: parallel-group folds"

@@ -234,3 +234,12 @@ def test_decoder_eos_head_needs_an_encoder_decoder(tiny_model):
         finetune_transfer(model, tok, _alpha_beta(8), label="kind", steps=1, seeds=(0,), head="decoder-eos")
     with pytest.raises(ConfigError, match="unknown head"):
         finetune_transfer(model, tok, _alpha_beta(8), label="kind", steps=1, seeds=(0,), head="cls")
+
+
+def test_split_unit_is_chapter_for_book_level_labels_and_recorded(mt, bible):
+    model, tok = mt
+    fast = {**FAST, "steps": 2, "seeds": (0,)}
+    assert set(finetune_transfer(model, tok, bible, **{**fast, "label": "genre"}).folds) == {"chapter"}
+    assert set(finetune_transfer(model, tok, bible, **{**fast, "label": "genre"}, by="group").folds) == {"group"}
+    with pytest.raises(ConfigError, match="fold unit equals the task"):
+        finetune_transfer(model, tok, bible, **{**fast, "label": "genre"}, by="genre")

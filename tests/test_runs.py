@@ -222,25 +222,25 @@ def _records(rows):
 
 
 def test_default_fold_unit_is_chapter_for_book_labels_and_group_for_language(run_dir):
-    from xlprobe.runs import _fold_unit
     from xlprobe.store import ActivationStore
+    from xlprobe.tasks.splits import fold_unit
 
     store = ActivationStore.open(run_dir)
     data = store.records(store.keys()[0].data)
     for task in ("genre", "book", "testament"):  # constant within every book: chapter folds
-        assert _fold_unit(data, task, None, labels_for(data, task))[0] == "chapter"
+        assert fold_unit(data, task, None, labels_for(data, task))[0] == "chapter"
     for task in ("language", "lang"):  # language identity: parallel groups
-        assert _fold_unit(data, task, None, labels_for(data, task))[0] == "group"
-    assert _fold_unit(data, "genre", "group", labels_for(data, "genre")) == ("group", "given")
+        assert fold_unit(data, task, None, labels_for(data, task))[0] == "group"
+    assert fold_unit(data, "genre", "group", labels_for(data, "genre")) == ("group", "given")
     # a label that varies within a book folds by group; so does one of records without verse keys
     varied = _records([(f"8.1.{v}", "en", {"speaker": "ab"[v % 2], "genre": "x"}) for v in range(1, 7)])
-    assert _fold_unit(varied, "speaker", None, labels_for(varied, "speaker"))[0] == "group"
-    assert _fold_unit(varied, "genre", None, labels_for(varied, "genre"))[0] == "chapter"
+    assert fold_unit(varied, "speaker", None, labels_for(varied, "speaker"))[0] == "group"
+    assert fold_unit(varied, "genre", None, labels_for(varied, "genre"))[0] == "chapter"
     no_keys = _records([(f"s{v}", "en", {"genre": "x"}) for v in range(4)])
-    assert _fold_unit(no_keys, "genre", None, labels_for(no_keys, "genre"))[0] == "group"
+    assert fold_unit(no_keys, "genre", None, labels_for(no_keys, "genre"))[0] == "group"
 
 
-def test_probe_run_records_the_fold_unit(run_dir, tmp_path):
+def test_probe_run_records_thefold_unit(run_dir, tmp_path):
     df = probe_run(run_dir, n_boot=0, k=4, controls=(), measures=(), out=tmp_path)
     assert df.attrs["fold_unit"] == "group" and set(df.attrs["fold_units"].values()) == {"group"}
     df = probe_run(run_dir, n_boot=0, k=2, controls=(), measures=(), by="chapter", out=tmp_path)
@@ -259,13 +259,13 @@ def test_fold_unit_equal_to_the_task_is_an_error_that_says_why(run_dir, tmp_path
 
 
 def test_a_unit_that_holds_every_class_whole_is_an_error():
-    from xlprobe.runs import _fold_unit
+    from xlprobe.tasks.splits import fold_unit
 
     # every genre in a single book: book folds would test every genre unseen
     data = _records([(f"{b}.{c}.{v}", "en", {"genre": g, "book": name})
                      for b, name, g in ((8, "Ruth", "History"), (32, "Jonah", "Prophets"))
                      for c in (1, 2) for v in (1, 2)])
     with pytest.raises(DataError, match="every class lies in a single book unit") as err:
-        _fold_unit(data, "genre", "book", labels_for(data, "genre"))
+        fold_unit(data, "genre", "book", labels_for(data, "genre"))
     assert "chapter" in err.value.hint
-    assert _fold_unit(data, "genre", None, labels_for(data, "genre"))[0] == "chapter"
+    assert fold_unit(data, "genre", None, labels_for(data, "genre"))[0] == "chapter"

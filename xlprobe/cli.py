@@ -237,6 +237,8 @@ def finetune(
     heads: str = typer.Option("encoder-mean,decoder-eos", "--head", help="What the classifier reads (comma-"
                               "separated): encoder-mean (pooled encoder, XTREME), decoder-eos (the decoder's </s> "
                               "state, as MBartForSequenceClassification); encoder-decoders run both by default."),
+    by: Optional[str] = typer.Option(None, "--by", help="Split unit: group, chapter or book (default: chapter for "
+                                     "a label constant within every book, such as genre; parallel group otherwise)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for finetune.parquet / finetune.csv."),
 ) -> None:
     """Zero-shot transfer after fine-tuning (the paper's protocol): same split, steps and seeds per checkpoint."""
@@ -263,7 +265,7 @@ def finetune(
                 console.print(f"fine-tuning {spec} ({head}): {len(seed_list)} seed(s) x {steps} steps ...")
                 frames.append(finetune_transfer(m, tok, ds, label=label, train_lang=train_lang, checkpoint=spec,
                                                 seeds=seed_list, steps=steps, batch_size=batch_size, lr=lr,
-                                                device=device, head=head))
+                                                device=device, head=head, by=by))
             del m
         df = results_frame(pd.concat(frames, ignore_index=True))
         write_results(df, out, name="finetune")

@@ -10,10 +10,13 @@ asks whether MT training changes how well a task learnt in English carries over.
 
 Protocol (:func:`finetune_transfer`):
 
-* **Split** by parallel group (the same verse in every language), once, with ``split_seed``, by
-  :func:`~xlprobe.tasks.splits.group_train_test_split`. The split depends only on the data, never on
+* **Split** once, with ``split_seed``, by :func:`~xlprobe.tasks.splits.group_train_test_split`, on
+  whole units (``by``; by default :func:`~xlprobe.tasks.splits.fold_unit`'s choice: chapters for a
+  label constant within every book, such as genre or testament, so neighbouring verses of one chapter
+  never fall on both sides; parallel groups otherwise). A unit holds every translation of its verses,
+  so no translation of a test item is ever trained on. The split depends only on the data, never on
   the seed or the model, so every seed and every checkpoint is trained and tested on the same items
-  and their accuracies are paired. No translation of a test item is ever trained on.
+  and their accuracies are paired.
 * **Train** on the ``train_lang`` items of the training groups only: a deep copy of the encoder
   (``model.get_encoder()`` of an encoder-decoder, else ``model.base_model``), with a linear head on
   the pooled last encoder state (after the final norm where the model has one), AdamW on every
@@ -77,7 +80,7 @@ from xlprobe.probes.arrays import check_float, check_int
 from xlprobe.probes.controls import majority_predictions
 from xlprobe.registry import register_measure
 from xlprobe.results import make_row, results_frame
-from xlprobe.tasks.splits import group_ids, group_train_test_split
+from xlprobe.tasks.splits import fold_unit, group_ids, group_train_test_split
 from xlprobe.types import Dataset, Record
 
 __all__ = ["finetune_transfer", "POOLINGS", "LAYER", "HEADS"]
@@ -280,6 +283,7 @@ def finetune_transfer(
     lang_codes: Mapping[str, str] | None = None,
     device: str = "cpu",
     split_seed: int = 0,
+    by: str | None = None,
 ) -> pd.DataFrame:
     """Fine-tune the encoder on ``train_lang`` labels, test every language zero-shot; the tidy results table.
 
@@ -321,6 +325,10 @@ def finetune_transfer(
         :func:`xlprobe.hooks.extract`.
     device : str, default "cpu"
         Torch device of the training ("auto": CUDA when available).
+    by : str, optional
+        The split unit (``"group"``, ``"chapter"``, ``"book"``); default: chapters for a label constant
+        within every book, parallel groups otherwise (:func:`~xlprobe.tasks.splits.fold_unit`). Written
+        in the rows' ``folds`` column.
     split_seed : int, default 0
         Seed of the train/test split, kept apart from ``seeds`` so the split never moves.
 
@@ -371,11 +379,13 @@ def finetune_transfer(
     present = sorted(set(langs.tolist()))
     if train_lang not in present:
         raise DataError(f"train_lang {train_lang!r} has no items in the data", hint=f"languages present: {present}")
-    n_groups = len(set(group_ids(records, "group").tolist()))
+    unit, why = fold_unit(records, label, by, y_all)
+    logger.info("finetune_transfer: split by %s (%s)", unit, why)
+    n_groups = len(set(group_ids(records, unit).tolist()))
     if n_groups < 2:
-        raise DataError(f"too few groups to split: the data has {n_groups} parallel group(s)",
-                        hint="load more verses (a higher limit); a split needs groups on both sides")
-    train_side, test_side = group_train_test_split(records, test_size=test_size, by="group", seed=split_seed)
+        raise DataError(f"too few groups to split: the data has {n_groups} {unit} unit(s)",
+                        hint="load more verses (a higher limit), or split by a finer unit (by='group')")
+    train_side, test_side = group_train_test_split(records, test_size=test_size, by=unit, seed=split_seed)
     train_idx = train_side[langs[train_side] == train_lang]
     if train_idx.size == 0:
         raise DataError(f"no {train_lang!r} items in the training groups ({len(train_side)} training items)",
@@ -409,7 +419,8 @@ def finetune_transfer(
         logger.info("finetune_transfer %s seed %d: %d steps in %.1f s; accuracy %s", checkpoint, seed, steps,
                     time.perf_counter() - t0, {k: round(v, 3) for k, v in acc[seed].items()})
 
-    base = dict(checkpoint=checkpoint, layer=HEADS[head], task=label, train_lang=train_lang, readout=head)
+    base = dict(checkpoint=checkpoint, layer=HEADS[head], task=label, train_lang=train_lang, readout=head,
+                folds=unit)
     rows: list[dict[str, Any]] = []
 
     def add(measure: str, values: dict[int, float], n: int, lang: str) -> None:

@@ -93,60 +93,6 @@ def labels_for(data: Dataset, task: str) -> np.ndarray:
     return np.asarray([str(r.labels[task]) for r in data], dtype=object)
 
 
-_LANGUAGE = ("language", "lang")
-
-
-def _confined(y: np.ndarray, units: np.ndarray) -> list[str]:
-    """The classes of ``y`` whose items all lie in one unit (unseen in training when that unit is tested)."""
-    where: dict[str, set] = {}
-    for label, unit in zip(y.tolist(), units.tolist()):
-        where.setdefault(label, set()).add(unit)
-    return sorted(c for c, us in where.items() if len(us) == 1)
-
-
-def _fold_unit(data: Dataset, task: str, by: str | None, y: np.ndarray) -> tuple[str, str]:
-    """The fold unit for ``task`` (``by``, or the default when it is None) and why; refuses a leak-free
-    unit that cannot work: one under which every test item's class is absent from training.
-
-    Default (``by=None``): ``"group"`` for language identity (a translation of a test verse is never
-    trained on); ``"chapter"`` for a label that is constant within every book of the data (``genre``,
-    ``book``, ``testament`` of the Bible), since parallel-group folds put neighbouring verses of one
-    chapter, which share the label and the topic, on both sides; ``"group"`` for other labels, or when
-    the records have no ``book.chapter.verse`` keys.
-    """
-    from xlprobe.tasks.splits import group_ids
-
-    name = "language" if task in _LANGUAGE else task
-    if by is not None and (by == name or (name == "language" and by in _LANGUAGE)):
-        raise ConfigError(f"cannot fold by {by!r} for task {task!r}: the fold unit equals the task, so every "
-                          "test item's class is absent from training and the accuracy is 0 by construction",
-                          hint="leave by unset (chapter folds for book-level labels, parallel groups for "
-                               "language), or use by='chapter' / by='group'")
-    if by is not None:
-        units = group_ids(data, by)
-        confined = _confined(y, units)
-        if confined and len(confined) == len(set(y.tolist())):
-            raise DataError(f"cannot fold by {by!r} for task {task!r}: every class lies in a single {by} unit "
-                            f"(e.g. {confined[:3]}), so every test item's class is absent from training and the "
-                            "accuracy is 0 by construction",
-                            hint="use a finer unit: by='chapter' (keeps every book on both sides) or by='group'")
-        return by, "given"
-    if name == "language":
-        return "group", "language identity: parallel groups, so no translation of a test verse is trained on"
-    try:
-        books = group_ids(data, "book")
-        group_ids(data, "chapter")
-    except DataError:
-        return "group", f"{task!r} folds by parallel group: the records have no book.chapter.verse keys"
-    per_book: dict[str, set] = {}
-    for label, book in zip(y.tolist(), books.tolist()):
-        per_book.setdefault(book, set()).add(label)
-    if all(len(labels) == 1 for labels in per_book.values()):
-        return "chapter", (f"{task!r} is constant within every book: chapter folds, so neighbouring verses of "
-                           "one chapter are never on both sides")
-    return "group", f"{task!r} varies within books: parallel-group folds"
-
-
 def _open_store(path: Path) -> Any:
     """The activation store at ``path``, or StoreError when the folder is not one."""
     from xlprobe.store import ActivationStore
@@ -230,7 +176,7 @@ def probe_run(
     from xlprobe.probes.classifiers import probe_measure
     from xlprobe.probes.controls import CONTROLS, first_word_types
     from xlprobe.results import results_frame, write_results
-    from xlprobe.tasks.splits import group_ids
+    from xlprobe.tasks.splits import confined_classes, fold_unit, group_ids
 
     store_path = Path(run_dir)
     store = _open_store(store_path)
@@ -253,11 +199,11 @@ def probe_run(
     for model_fp, data_fp in combos:
         data = store.records(data_fp)
         y = labels_for(data, task)
-        unit, why = _fold_unit(data, task, by, y)
+        unit, why = fold_unit(data, task, by, y)
         if data_fp not in units:
             units[data_fp] = unit
             log.info("dataset %s, task %s: folds by %s (%s)", data_fp[:12], task, unit, why)
-            confined = _confined(y, group_ids(data, unit))
+            confined = confined_classes(y, group_ids(data, unit))
             if confined:
                 log.warning("task %s, folds by %s: class(es) %s lie in a single %s unit, so their items are "
                             "never predicted correctly", task, unit, confined[:5], unit)

@@ -205,3 +205,17 @@ def test_probe_prints_its_fold_unit_and_refuses_by_equal_to_task(toy_store, tmp_
     res = runner.invoke(app, ["probe", str(toy_store), "--task", "book", "--by", "book", *common])
     assert res.exit_code != 0
     assert "fold unit equals the task" in res.output and "absent from training" in res.output
+
+
+def test_capture_of_an_encoder_decoder_defaults_to_the_encoder(tmp_path):
+    res = runner.invoke(app, ["capture", "--model", "tiny:mbart", "--data", "bible:en?books=Ruth", "--limit", "4",
+                              "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    aliases = {ActivationStore.open(tmp_path, create=False).entry(k)["info"]["alias"]
+               for k in ActivationStore.open(tmp_path, create=False).keys()}
+    assert aliases == {"encoder.embeddings", "encoder.0", "encoder.1", "encoder.final_norm"}
+    assert "start prompt" in res.output
+    res = runner.invoke(app, ["capture", "--model", "tiny:gpt2", "--data", "bible:en?books=Ruth", "--limit", "4",
+                              "--out", str(tmp_path / "gpt")])  # a decoder-only model reads the text: every point
+    assert res.exit_code == 0, res.output
+    assert any(k.point.endswith("h.1") for k in ActivationStore.open(tmp_path / "gpt", create=False).keys())

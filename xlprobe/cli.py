@@ -134,7 +134,9 @@ def capture(
     model: str = typer.Option(..., "--model", "-m", help="Hub id, local folder, or tiny:<family>."),
     data_spec: str = typer.Option(..., "--data", "-d", help="Data spec, e.g. bible:en,fr,de (see `xlprobe data`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Activation store folder (created; reused to resume)."),
-    layer_spec: str = typer.Option("all", "--layers", "-l", help="Comma-separated names, aliases or globs."),
+    layer_spec: Optional[str] = typer.Option(None, "--layers", "-l", help="Comma-separated names, aliases or "
+                                             "globs (default: every point; the encoder's alone for an "
+                                             "encoder-decoder, whose decoder reads no text without targets)."),
     pooling: str = typer.Option("mean", "--pooling", "-p", help="mean | first | last | max | tag | tokens"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Parallel groups (verses) to keep."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
@@ -163,7 +165,14 @@ def capture(
         ds = load_data(data_spec, limit=limit, seed=seed)
         m, tok = load_model(model, device=device)
         store = ActivationStore.open(out)
-        names = [s.strip() for s in layer_spec.split(",") if s.strip()]
+        if layer_spec is None and m.config.is_encoder_decoder:
+            # without target texts the decoder reads its start prompt (</s> [tgt_lang]) for every text:
+            # decoder.embeddings is constant and deeper decoder states only echo the encoder through
+            # cross-attention, so they are not captured unless asked for
+            layer_spec = "encoder.*"
+            console.print("layers: the encoder's (the decoder reads only its start prompt without targets; "
+                          "--layers decoder.* to capture it anyway)")
+        names = [s.strip() for s in (layer_spec or "all").split(",") if s.strip()]
         keys = extract(m, tok, ds, names, pooling=pooling, batch_size=batch_size, max_tokens=max_tokens,
                        max_length=max_length, tgt_lang=tgt_lang or None,
                        include_special=include_special, dtype=dtype, store=store, progress=True,

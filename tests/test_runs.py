@@ -269,3 +269,32 @@ def test_a_unit_that_holds_every_class_whole_is_an_error():
         fold_unit(data, "genre", "book", labels_for(data, "genre"))
     assert "chapter" in err.value.hint
     assert fold_unit(data, "genre", None, labels_for(data, "genre"))[0] == "chapter"
+
+
+def test_similarity_run_compares_checkpoints_on_the_items_they_share(tmp_path, caplog):
+    from xlprobe.hooks.extract import extract
+    from xlprobe.probes.cka import cka
+    from xlprobe.store import ActivationStore
+    from xlprobe.tasks import load_data
+    from xlprobe.tiny import build
+    from xlprobe.types import Dataset
+
+    ds = load_data("bible:en,fr?books=Ruth", limit=15)
+    first, last = Dataset("first", ds.records[:20]), Dataset("last", ds.records[10:])  # 10 items in common
+    a, tok = build("mbart", seed=0)
+    b, _ = build("mbart", seed=1, tokenizer=tok)
+    store = ActivationStore.open(tmp_path)
+    extract(a, tok, first, "encoder.0", store=store, provenance={"model_spec": "A"})
+    extract(b, tok, last, "encoder.0", store=store, provenance={"model_spec": "B"})
+    with caplog.at_level("INFO", logger="xlprobe.runs"):
+        df = similarity_run(tmp_path)
+    pair = df[(df.checkpoint == "A") & (df.ref_checkpoint == "B")]
+    assert len(pair) == 1 and pair.n.iloc[0] == 10 and "10 shared items" in caplog.text
+    xa = extract(a, tok, Dataset("s", ds.records[10:20]), "encoder.0")["encoder.0"]
+    xb = extract(b, tok, Dataset("s", ds.records[10:20]), "encoder.0")["encoder.0"]
+    assert abs(pair.value.iloc[0] - cka(xa, xb)) < 1e-6  # CKA on exactly the shared items, aligned
+    apart = ActivationStore.open(tmp_path / "apart")
+    extract(a, tok, Dataset("x", ds.records[:8]), "encoder.0", store=apart, provenance={"model_spec": "A"})
+    extract(b, tok, Dataset("y", ds.records[20:]), "encoder.0", store=apart, provenance={"model_spec": "B"})
+    with pytest.raises(DataError, match="no two checkpoints .* shared items"):
+        similarity_run(tmp_path / "apart")

@@ -107,6 +107,14 @@ def layers_of(reps: Mapping[str, Any], checkpoint: str | None) -> list[tuple[str
     return [(checkpoint or "model", str(layer), X) for layer, X in reps.items()]
 
 
+def _majority_correct(labels: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per item: is the majority class of its training folds its label (the chance baseline, out of fold)."""
+    pred = np.empty(len(labels), dtype=labels.dtype)
+    for train, test in folds:
+        pred[test] = majority_predictions(labels[train], len(test))
+    return pred == labels
+
+
 _TABLE = dict(kind="table", direction="higher_better")
 
 
@@ -116,6 +124,14 @@ _TABLE = dict(kind="table", direction="higher_better")
                   doc="Selectivity of the MLP probe: task accuracy minus control-task accuracy, per layer.")
 @register_measure("probe.estimator.selectivity", **_TABLE,
                   doc="Selectivity of a caller-given probe: task accuracy minus control-task accuracy, per layer.")
+@register_measure("probe.linear.chance_corrected", **_TABLE, probe="linear",
+                  doc="Chance-corrected accuracy of the linear probe, (acc - majority) / (1 - majority), for "
+                      "the task and each control labelling.")
+@register_measure("probe.mlp.chance_corrected", **_TABLE, probe="mlp",
+                  doc="Chance-corrected accuracy of the MLP probe, (acc - majority) / (1 - majority), for "
+                      "the task and each control labelling.")
+@register_measure("probe.estimator.chance_corrected", **_TABLE,
+                  doc="Chance-corrected accuracy of a caller-given probe, (acc - majority) / (1 - majority).")
 def probe_layers(
     reps: Mapping[str, Any],
     y: Any,
@@ -168,7 +184,13 @@ def probe_layers(
         Rows ``checkpoint, layer, measure, value, ci_low, ci_high, n, task, control, seed``: measure
         ``probe.linear`` (or ``probe.mlp``; ``probe.estimator`` for another classifier, whose class
         is in an extra ``probe`` column) for the task (control missing) and each control, and
-        ``probe.linear.selectivity`` (control ``control-task``).
+        ``probe.linear.selectivity`` (control ``control-task``), and, with the ``majority`` control,
+        ``probe.linear.chance_corrected`` for the task and each probed control labelling: (acc - majority) / (1 - majority), with the
+        majority baseline of that same labelling on the same folds, so 0 means no better than always
+        answering the training folds' most frequent class and 1 means perfect, whatever the class
+        balance (a labelling nested in the language, like the control task on sentences, has a high
+        majority; its raw accuracy says little until corrected). Its interval resamples groups with
+        the denominator held at its full-data value.
     """
     probe = make_probe(probe, seed=seed)  # an explicit random_state (0 included) is kept
     k = check_int("k", k, 2)
@@ -210,16 +232,21 @@ def probe_layers(
         for which, lab in labels.items():
             pred = cross_val_predict_groups(probe, X, lab, g, folds)
             correct[which] = pred == lab
+        chance = {which: _majority_correct(lab, folds) for which, lab in labels.items()}
         if "majority" in controls:
-            pred = np.empty(n, dtype=y.dtype)
-            for train, test in folds:
-                pred[test] = majority_predictions(y[train], len(test))
-            correct["majority"] = pred == y
+            correct["majority"] = chance["task"]
         base = dict(checkpoint=c, layer=layer, n=n, task=task, seed=seed, **extra)
         for which in ("task", *[x for x in CONTROLS if x in correct]):
             value, lo, hi = accuracy_interval(correct[which], gcodes, n_boot, ci, seed)
             rows.append(make_row(measure=name, value=value, ci_low=lo, ci_high=hi,
                                  control=None if which == "task" else which, **base))
+        for which, base_correct in (chance.items() if "majority" in controls else ()):
+            floor = float(base_correct.mean())
+            if floor < 1.0:
+                gain = (correct[which].astype(np.float64) - base_correct) / (1.0 - floor)
+                value, lo, hi = accuracy_interval(gain, gcodes, n_boot, ci, seed)
+                rows.append(make_row(measure=f"{name}.chance_corrected", value=value, ci_low=lo, ci_high=hi,
+                                     control=None if which == "task" else which, **base))
         if "control-task" in correct:
             diff = correct["task"].astype(np.float64) - correct["control-task"]
             value, lo, hi = accuracy_interval(diff, gcodes, n_boot, ci, seed)

@@ -44,8 +44,8 @@ def test_probe_layers_rows_are_registered(probe):
                       types=types)
     names = _assert_registered(df)
     main = get_measure(df.measure.iloc[0])
-    assert main.kind == "labelled" and names == {main.name, f"{main.name}.selectivity"}
-    assert get_measure(f"{main.name}.selectivity").kind == "table"
+    assert main.kind == "labelled" and names == {main.name, f"{main.name}.selectivity", f"{main.name}.chance_corrected"}
+    assert get_measure(f"{main.name}.selectivity").kind == get_measure(f"{main.name}.chance_corrected").kind == "table"
     assert set(df.control.dropna()) == {"majority", "shuffled", "control-task"}  # controls: rows, not names
     if not isinstance(probe, str):
         assert main.name == "probe.estimator" and set(df.probe) == {"probe.logisticregression"}

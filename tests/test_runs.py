@@ -31,7 +31,8 @@ def test_probe_run_writes_rows_for_every_layer_control_and_the_tag_baseline(run_
     assert set(df.checkpoint) == {"tiny:mbart"} and (df.n == 120).all() and set(df.task.dropna()) == {"language"}
     tag = df[(df.pooling == "tag") & df.control.isna() & (df.measure == "probe.linear")].value.iloc[0]
     assert tag > 0.95  # the language code alone identifies the language: the baseline a text probe must beat
-    assert set(df[df.pooling == "tag"].measure) == {"probe.linear", "probe.linear.selectivity"}
+    assert set(df[df.pooling == "tag"].measure) == {"probe.linear", "probe.linear.selectivity",
+                                                    "probe.linear.chance_corrected"}
     saved = read_results(run_dir / "results.parquet")
     assert len(saved) == len(df) and (run_dir / "results.csv").is_file()
 

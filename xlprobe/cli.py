@@ -322,7 +322,7 @@ def similarity(
 
 
 def _probe_table(df: Any, title: str) -> Table:
-    """One line per (checkpoint, layer, pooling): task accuracy, each control, selectivity."""
+    """One line per (checkpoint, layer, pooling): task accuracy, each control, selectivity, chance-corrected task."""
     def fmt(rows: Any, ci: bool = True) -> str:
         if rows.empty:
             return "-"
@@ -335,14 +335,16 @@ def _probe_table(df: Any, title: str) -> Table:
 
     df = df[df.measure.str.startswith("probe.")]  # the per-layer measures are in the files, not this table
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    for col in ("checkpoint", "layer", "pooling", "task", "majority", "shuffled", "ctrl task", "selectivity"):
+    for col in ("checkpoint", "layer", "pooling", "task", "majority", "shuffled", "ctrl task", "selectivity",
+                "task, chance-corr."):
         table.add_column(col, no_wrap=True)
     for (ckpt, layer, pool), g in df.groupby(["checkpoint", "layer", "pooling"], sort=False):
         sel = g.measure.str.endswith(".selectivity")
-        acc = g[~sel]
+        corrected = g.measure.str.endswith(".chance_corrected")
+        acc = g[~sel & ~corrected]
         table.add_row(str(ckpt), str(layer), str(pool), fmt(acc[acc.control.isna()]),
                       *(fmt(acc[acc.control == c], ci=False) for c in ("majority", "shuffled", "control-task")),
-                      fmt(g[sel]))
+                      fmt(g[sel]), fmt(g[corrected & g.control.isna()]))
     return table
 
 

@@ -32,13 +32,17 @@ def test_rows_controls_and_selectivity():
     types = rng.integers(0, 30, len(y))
     df = probe_layers({"encoder.0": X, "encoder.1": noise}, y, g, types=types, n_boot=200, checkpoint="toy:mt")
     assert list(df.columns[:len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
-    assert len(df) == 2 * 5 and set(df.checkpoint) == {"toy:mt"} and (df.n == len(y)).all()
+    assert len(df) == 2 * (5 + 3) and set(df.checkpoint) == {"toy:mt"} and (df.n == len(y)).all()
     v = df.set_index(["layer", "measure", "control"], drop=False)
-    task = df[df.control.isna()].set_index("layer").value
+    task = df[df.control.isna() & (df.measure == "probe.linear")].set_index("layer").value
     assert task["encoder.0"] > 0.9 and abs(task["encoder.1"] - 0.25) < 0.08
+    cc = df[df.measure == "probe.linear.chance_corrected"].set_index(["layer", df.control.fillna("task")[
+        df.measure == "probe.linear.chance_corrected"]]).value
+    assert cc["encoder.0", "task"] > 0.85 and abs(cc["encoder.1", "task"]) < 0.1  # 0 = the majority baseline
+    assert abs(cc["encoder.0", "shuffled"]) < 0.1 and abs(cc["encoder.1", "control-task"]) < 0.15
     maj = df[df.control == "majority"].value
     assert np.allclose(maj, 0.25)
-    shuf = df[df.control == "shuffled"].value
+    shuf = df[(df.control == "shuffled") & (df.measure == "probe.linear")].value
     assert (abs(shuf - 0.25) < 0.08).all()
     sel = df[df.measure == "probe.linear.selectivity"].set_index("layer")
     assert sel.loc["encoder.0", "value"] > 0.5
@@ -62,7 +66,7 @@ def test_nested_mapping_of_checkpoints_and_mlp_probe():
     X, y, g, _ = parallel(n_groups=60)
     df = probe_layers({"lm": {"enc.0": X}, "mt": {"enc.0": X * 2}}, y, g, probe=MLPProbe(hidden=16, max_epochs=20),
                       controls=("majority",), n_boot=0)
-    assert set(df.checkpoint) == {"lm", "mt"} and set(df.measure) == {"probe.mlp"}
+    assert set(df.checkpoint) == {"lm", "mt"} and set(df.measure) == {"probe.mlp", "probe.mlp.chance_corrected"}
     assert df.ci_low.isna().all()
 
 

@@ -209,3 +209,27 @@ def test_entry_point_plugins_load_lazily(scratch, monkeypatch, tmp_path: Path):
     with pytest.warns(RuntimeWarning, match="broken"):
         names = [s.name for s in list_measures()]
     assert "plugin.demo" in names and "cka" in names  # a broken plugin hides nothing else
+
+
+@pytest.mark.parametrize("name,fn_name,module,kind,direction", [
+    ("geometry.effective_rank", "effective_rank", "geometry", "unlabelled", "higher_better"),
+    ("geometry.anisotropy", "anisotropy", "geometry", "unlabelled", "lower_better"),
+    ("geometry.norm_mean", "norm_mean", "geometry", "unlabelled", "lower_better"),
+    ("separability.fisher", "fisher_ratio", "separability", "labelled", "higher_better"),
+    ("separability.silhouette", "silhouette", "separability", "labelled", "higher_better"),
+    ("separability.knn", "knn_accuracy", "separability", "labelled", "higher_better"),
+    ("separability.centroid", "nearest_centroid_accuracy", "separability", "labelled", "higher_better"),
+])
+def test_geometry_and_separability_specs(name, fn_name, module, kind, direction):
+    import importlib
+
+    import numpy as np
+
+    fn = getattr(importlib.import_module(f"xlprobe.probes.{module}"), fn_name)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(10, 4)), np.repeat([0, 1], 5)
+    spec = get_measure(name)
+    assert (spec.fn, spec.kind, spec.direction, spec.reads) == (fn, kind, direction, "labels" if kind == "labelled" else "none")
+    assert spec.summary
+    value = spec(X, y, None, seed=0) if kind == "labelled" else spec(X, seed=0)
+    assert isinstance(value, float) and np.isfinite(value)

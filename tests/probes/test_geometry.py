@@ -6,7 +6,6 @@ import pytest
 
 from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.geometry import anisotropy, effective_rank, norm_mean, norm_stats
-from xlprobe.registry import get_measure
 
 
 # ----------------------------------------------------------------------------- data
@@ -91,16 +90,3 @@ _X, _Y = _blobs((5, 5), d=3, sep=3.0, seed=18)
 def test_bad_inputs(call, error, match):
     with pytest.raises(error, match=match):
         call()
-
-
-@pytest.mark.parametrize("name,fn,kind,direction", [
-    ("geometry.effective_rank", effective_rank, "unlabelled", "higher_better"),
-    ("geometry.anisotropy", anisotropy, "unlabelled", "lower_better"),
-    ("geometry.norm_mean", norm_mean, "unlabelled", "lower_better"),
-])
-def test_registered(name, fn, kind, direction):
-    spec = get_measure(name)
-    assert (spec.fn, spec.kind, spec.direction, spec.reads) == (fn, kind, direction, "labels" if kind == "labelled" else "none")
-    assert spec.summary
-    value = spec(_X, _Y, None, seed=0) if kind == "labelled" else spec(_X, seed=0)
-    assert isinstance(value, float) and np.isfinite(value)

@@ -252,20 +252,6 @@ def test_bad_inputs(call, error, match):
         call()
 
 
-@pytest.mark.parametrize("name,fn,kind,direction", [
-    ("separability.fisher", fisher_ratio, "labelled", "higher_better"),
-    ("separability.silhouette", silhouette, "labelled", "higher_better"),
-    ("separability.knn", knn_accuracy, "labelled", "higher_better"),
-    ("separability.centroid", nearest_centroid_accuracy, "labelled", "higher_better"),
-])
-def test_registered(name, fn, kind, direction):
-    spec = get_measure(name)
-    assert (spec.fn, spec.kind, spec.direction, spec.reads) == (fn, kind, direction, "labels" if kind == "labelled" else "none")
-    assert spec.summary
-    value = spec(_X, _Y, None, seed=0) if kind == "labelled" else spec(_X, seed=0)
-    assert isinstance(value, float) and np.isfinite(value)
-
-
 def test_knn_variants_with_and_without_the_own_group():
     rng = np.random.default_rng(0)
     content = rng.normal(size=(60, 16))

@@ -1,0 +1,247 @@
+"""Paired comparison of two checkpoints on the same items: difference, cluster-bootstrap interval, p-value.
+
+The study asks whether checkpoint A (``mt``) differs from checkpoint B (``lm``) at a layer, and by more
+than a control (``lm-cont``) does. Both were measured on the same items, which come in parallel groups
+(one verse in several languages), so the errors of a group are correlated and the group is the unit
+of every resampling here.
+
+* Per-item scores (a probe's out-of-fold correctness, kNN correctness, retrieval hits, an MDL block's
+  bits per item): :func:`paired_item_stats` takes ``a`` and ``b`` as [n, L] arrays (L layers or
+  measures, compared column by column with the *same* draws) and returns, per column, the mean
+  difference, a paired cluster-bootstrap percentile interval (groups resampled with replacement, the
+  same groups for A and B: Davison & Hinkley 1997, sect. 3.8) and a sign-flip permutation p-value
+  (under H0 the two checkpoints are exchangeable within a group, so each group's summed difference is
+  as likely to have either sign: Good 2005, sect. 3.1). Both are vectorised: the groups' sums are
+  formed once, a draw is a row of counts or signs, and every column shares it.
+* Statistics of a whole set (CKA, Fisher ratio, effective rank): :func:`paired_set_stats` recomputes
+  ``stat_fn`` on both checkpoints for each resample of groups; its p-value is the shifted-bootstrap
+  test of Hall & Wilson 1991 ("Two guidelines for bootstrap hypothesis testing", Biometrics 47):
+  p = (1 + #{|d* - d| >= |d|}) / (1 + B). There is no sign-flip test for these: rows of two different
+  representation spaces cannot be swapped.
+* :func:`adjust_pvalues`: Holm (1979) controls the family-wise error, Benjamini & Hochberg (1995) the
+  false discovery rate, over the layers of one comparison.
+
+Randomness comes only from ``np.random.default_rng(seed)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from xlprobe.errors import ConfigError, DataError
+from xlprobe.probes.arrays import as_groups, check_float, check_int
+
+__all__ = ["PairedStats", "paired_item_stats", "paired_set_stats", "mean_interval", "adjust_pvalues",
+           "CORRECTIONS", "resample_counts"]
+
+#: Multiple-testing corrections :func:`adjust_pvalues` knows.
+CORRECTIONS = ("holm", "bh", "none")
+
+
+class PairedStats(NamedTuple):
+    """Per column: mean difference a - b, its interval, the p-value; and how it was tested."""
+
+    difference: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    p_value: np.ndarray
+    n_groups: int
+    test: str
+
+
+def _scores(x: Any, name: str) -> np.ndarray:
+    """Per-item scores as a float64 [n, L] array (a 1-D array becomes one column)."""
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name} must be numeric per-item scores; got {type(x).__name__} ({exc})") from None
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[0] == 0:
+        raise DataError(f"{name} must be [n items] or [n items, L columns] with n >= 1; got shape {a.shape}",
+                        hint="one row per item, one column per layer")
+    return a
+
+
+def _group_sums(a: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of each group's rows [G, L] and each group's size [G]."""
+    G = int(codes.max()) + 1
+    sums = np.zeros((G, a.shape[1]))
+    np.add.at(sums, codes, a)
+    return sums, np.bincount(codes, minlength=G).astype(np.float64)
+
+
+def resample_counts(n_units: int, n_boot: int, seed: int) -> np.ndarray:
+    """How many times each unit is drawn in each of ``n_boot`` resamples with replacement [n_boot, n_units]."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float64)
+
+
+def _codes(groups: Any, n: int) -> np.ndarray:
+    """Group codes of the items (each item its own group when ``groups`` is None)."""
+    codes = as_groups(groups, n)
+    return np.arange(n, dtype=np.int64) if codes is None else codes
+
+
+def _percentiles(draws: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of each column of ``draws`` [B, L], ignoring non-finite draws."""
+    alpha = (1.0 - ci) / 2.0
+    with np.errstate(all="ignore"):
+        lo, hi = np.nanquantile(np.where(np.isfinite(draws), draws, np.nan), [alpha, 1.0 - alpha], axis=0)
+    return lo, hi
+
+
+def mean_interval(scores: Any, groups: Any = None, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean of per-item scores per column and its cluster-bootstrap percentile interval (vectorised).
+
+    The same resampled groups serve every column. A column with a NaN score gets NaN throughout.
+    Returns ``(mean [L], low [L], high [L])``.
+    """
+    a = _scores(scores, "scores")
+    n_boot = check_int("n_boot", n_boot, 1)
+    ci = check_float("ci", ci, 0.0, 1.0, open_low=True, open_high=True)
+    codes = _codes(groups, a.shape[0])
+    sums, sizes = _group_sums(a, codes)
+    W = resample_counts(sizes.size, n_boot, seed)
+    with np.errstate(all="ignore"):
+        draws = (W @ sums) / (W @ sizes)[:, None]
+    lo, hi = _percentiles(draws, ci)
+    bad = ~np.isfinite(a).all(axis=0)
+    mean = a.mean(axis=0)
+    return tuple(np.where(bad, np.nan, v) for v in (mean, lo, hi))  # type: ignore[return-value]
+
+
+def _sign_flip_p(D: np.ndarray, n: int, n_perm: int, seed: int) -> tuple[np.ndarray, str]:
+    """Two-sided sign-flip p-value of each column of the groups' summed differences D [G, L]."""
+    G = D.shape[0]
+    observed = np.abs(D.sum(axis=0)) / n
+    tol = 1e-12 * np.maximum(np.abs(D).sum(axis=0) / n, 1e-300)
+    if G < 63 and 2**G <= n_perm:
+        codes = np.arange(2**G, dtype=np.int64)[:, None]
+        signs = 1.0 - 2.0 * ((codes >> np.arange(G)) & 1)
+        count = (np.abs(signs @ D) / n >= observed - tol).sum(axis=0)
+        return count / 2.0**G, f"sign-flip, exact ({2**G} flips)"
+    rng = np.random.default_rng(seed)
+    count = np.zeros(D.shape[1])
+    done, block = 0, max(1, min(n_perm, 2**21 // max(G, 1)))
+    while done < n_perm:
+        m = min(block, n_perm - done)
+        signs = 1.0 - 2.0 * rng.integers(0, 2, size=(m, G))
+        count += (np.abs(signs @ D) / n >= observed - tol).sum(axis=0)
+        done += m
+    return (1.0 + count) / (1.0 + n_perm), f"sign-flip ({n_perm} flips)"
+
+
+def paired_item_stats(a: Any, b: Any, groups: Any = None, *, n_boot: int = 1000, n_perm: int = 10_000,
+                      ci: float = 0.95, seed: int = 0) -> PairedStats:
+    """Mean difference a - b per column, its paired cluster-bootstrap interval and sign-flip p-value.
+
+    Parameters
+    ----------
+    a, b : array-like [n] or [n, L]
+        Per-item scores of the two checkpoints (row i of both is the same item); columns are compared
+        separately (layers), with the same bootstrap draws and the same sign flips.
+    groups : array-like [n], optional
+        Parallel group of each item: resampled and flipped as a whole. None: every item alone.
+    n_boot, n_perm : int
+        Bootstrap resamples, random sign flips (all 2^G are enumerated instead when that is at most
+        ``n_perm``: an exact p-value).
+    ci : float
+        Coverage of the interval.
+    seed : int
+
+    Returns
+    -------
+    PairedStats
+        Columns with a non-finite score get NaN difference, interval and p-value.
+    """
+    A, B = _scores(a, "a"), _scores(b, "b")
+    if A.shape != B.shape:
+        raise DataError(f"a and b must hold the same items and columns; got shapes {A.shape} and {B.shape}",
+                        hint="score both checkpoints on the same items (match them by record id first)")
+    n_perm = check_int("n_perm", n_perm, 1)
+    n = A.shape[0]
+    codes = _codes(groups, n)
+    if int(codes.max()) + 1 < 2:
+        raise DataError("a paired comparison needs at least 2 groups; got 1", hint="capture more parallel groups")
+    diff = A - B
+    bad = ~np.isfinite(diff).all(axis=0)
+    diff[:, bad] = 0.0
+    mean, lo, hi = mean_interval(diff, codes, n_boot=n_boot, ci=ci, seed=seed)
+    D, _ = _group_sums(diff, codes)
+    p, test = _sign_flip_p(D, n, n_perm, seed + 1)
+    out = [np.where(bad, np.nan, v) for v in (mean, lo, hi, p)]
+    return PairedStats(*out, n_groups=D.shape[0], test=test)
+
+
+def paired_set_stats(stat_fn: Callable[[np.ndarray], float], reps_a: Sequence[Any], reps_b: Sequence[Any],
+                     groups: Any = None, *, n_boot: int = 200, ci: float = 0.95, seed: int = 0) -> PairedStats:
+    """Difference stat(A_l) - stat(B_l) per layer l, with a paired cluster bootstrap and its shifted-bootstrap p.
+
+    ``reps_a`` and ``reps_b`` are sequences of L arrays [n, d] (one per layer) on the same items; each
+    resample of groups is applied to every layer of both checkpoints. A resample on which the statistic
+    is not finite is dropped from that layer's interval and test.
+    """
+    if len(reps_a) != len(reps_b) or not len(reps_a):
+        raise DataError(f"reps_a and reps_b must list the same layers; got {len(reps_a)} and {len(reps_b)}")
+    n_boot = check_int("n_boot", n_boot, 1)
+    ci = check_float("ci", ci, 0.0, 1.0, open_low=True, open_high=True)
+    n = len(reps_a[0])
+    if any(len(X) != n for X in (*reps_a, *reps_b)):
+        raise DataError("every layer of both checkpoints must hold the same n items",
+                        hint="match the two checkpoints' rows by record id first")
+    codes = _codes(groups, n)
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    starts = np.cumsum(sizes) - sizes
+    W = resample_counts(sizes.size, n_boot, seed).astype(np.int64)
+
+    def rows(counts: np.ndarray) -> np.ndarray:
+        chosen = np.repeat(np.arange(sizes.size), counts)
+        k = sizes[chosen]
+        offsets = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
+        return order[np.repeat(starts[chosen], k) + offsets]
+
+    def diff(idx: np.ndarray | None) -> np.ndarray:
+        pick = (lambda X: np.asarray(X)) if idx is None else (lambda X: np.asarray(X)[idx])
+        return np.array([float(stat_fn(pick(Xa))) - float(stat_fn(pick(Xb))) for Xa, Xb in zip(reps_a, reps_b)])
+
+    observed = diff(None)
+    draws = np.stack([diff(rows(w)) for w in W])
+    lo, hi = _percentiles(draws, ci)
+    finite = np.isfinite(draws)
+    extreme = (np.abs(draws - observed) >= np.abs(observed) - 1e-12) & finite
+    p = (1.0 + extreme.sum(axis=0)) / (1.0 + finite.sum(axis=0))
+    bad = ~np.isfinite(observed)
+    out = [np.where(bad, np.nan, v) for v in (observed, lo, hi, p)]
+    return PairedStats(*out, n_groups=int(sizes.size), test=f"shifted bootstrap ({n_boot} draws)")
+
+
+def adjust_pvalues(p: Any, method: str = "holm") -> np.ndarray:
+    """p-values adjusted for testing them together: Holm (family-wise), Benjamini-Hochberg (FDR) or none.
+
+    NaN entries stay NaN and do not count in the family size.
+    """
+    if method not in CORRECTIONS:
+        raise ConfigError(f"correction must be one of {list(CORRECTIONS)}; got {method!r}",
+                          hint="holm controls the family-wise error rate, bh the false discovery rate")
+    q = np.asarray(p, dtype=np.float64).copy()
+    ok = np.isfinite(q)
+    if method == "none" or not ok.any():
+        return q
+    v = q[ok]
+    m = v.size
+    order = np.argsort(v, kind="stable")
+    ranked = v[order]
+    if method == "holm":
+        adj = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * ranked))
+    else:
+        adj = np.minimum.accumulate((m / np.arange(1, m + 1) * ranked)[::-1])[::-1]
+        adj = np.minimum(adj, 1.0)
+    out = np.empty(m)
+    out[order] = adj
+    q[ok] = out
+    return q

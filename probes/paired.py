@@ -33,8 +33,8 @@ import numpy as np
 from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.arrays import as_groups, check_float, check_int
 
-__all__ = ["PairedStats", "paired_item_stats", "paired_set_stats", "mean_interval", "adjust_pvalues",
-           "CORRECTIONS", "resample_counts"]
+__all__ = ["PairedStats", "paired_item_stats", "paired_set_stats", "mean_interval", "bootstrap_means",
+           "draws_interval", "adjust_pvalues", "CORRECTIONS", "resample_counts"]
 
 #: Multiple-testing corrections :func:`adjust_pvalues` knows.
 CORRECTIONS = ("holm", "bh", "none")
@@ -93,6 +93,19 @@ def _percentiles(draws: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def bootstrap_means(scores: Any, groups: Any = None, *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """Means of every column over ``n_boot`` cluster-bootstrap resamples of the groups [n_boot, L].
+
+    One resample is one vector of group counts, shared by every column, so columns stay paired.
+    """
+    a = _scores(scores, "scores")
+    n_boot = check_int("n_boot", n_boot, 1)
+    sums, sizes = _group_sums(a, _codes(groups, a.shape[0]))
+    W = resample_counts(sizes.size, n_boot, seed)
+    with np.errstate(all="ignore"):
+        return (W @ sums) / (W @ sizes)[:, None]
+
+
 def mean_interval(scores: Any, groups: Any = None, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean of per-item scores per column and its cluster-bootstrap percentile interval (vectorised).
@@ -101,17 +114,30 @@ def mean_interval(scores: Any, groups: Any = None, *, n_boot: int = 1000, ci: fl
     Returns ``(mean [L], low [L], high [L])``.
     """
     a = _scores(scores, "scores")
-    n_boot = check_int("n_boot", n_boot, 1)
     ci = check_float("ci", ci, 0.0, 1.0, open_low=True, open_high=True)
-    codes = _codes(groups, a.shape[0])
-    sums, sizes = _group_sums(a, codes)
-    W = resample_counts(sizes.size, n_boot, seed)
-    with np.errstate(all="ignore"):
-        draws = (W @ sums) / (W @ sizes)[:, None]
-    lo, hi = _percentiles(draws, ci)
+    lo, hi = _percentiles(bootstrap_means(a, groups, n_boot=n_boot, seed=seed), ci)
     bad = ~np.isfinite(a).all(axis=0)
     mean = a.mean(axis=0)
     return tuple(np.where(bad, np.nan, v) for v in (mean, lo, hi))  # type: ignore[return-value]
+
+
+def draws_interval(scores: Any, groups: Any = None, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+                   ) -> tuple[float, float, float]:
+    """Mean over items and random draws (columns), with an interval that holds both sources of spread.
+
+    ``scores`` [n, D] are per-item scores under D random draws of a control (control labels, a shuffle).
+    Each bootstrap resample of groups is paired with one draw chosen at random (a two-level bootstrap:
+    Davison & Hinkley 1997, sect. 2.4), so the interval is as wide as the items' sampling and the
+    draws' disagreement together. Returns ``(mean, low, high)``.
+    """
+    a = _scores(scores, "scores")
+    ci = check_float("ci", ci, 0.0, 1.0, open_low=True, open_high=True)
+    if not np.isfinite(a).all():
+        return float("nan"), float("nan"), float("nan")
+    means = bootstrap_means(a, groups, n_boot=n_boot, seed=seed)
+    pick = np.random.default_rng(seed + 1).integers(0, a.shape[1], size=means.shape[0])
+    lo, hi = _percentiles(means[np.arange(means.shape[0]), pick][:, None], ci)
+    return float(a.mean()), float(lo[0]), float(hi[0])
 
 
 def _sign_flip_p(D: np.ndarray, n: int, n_perm: int, seed: int) -> tuple[np.ndarray, str]:
@@ -177,20 +203,22 @@ def paired_item_stats(a: Any, b: Any, groups: Any = None, *, n_boot: int = 1000,
     return PairedStats(*out, n_groups=D.shape[0], test=test)
 
 
-def paired_set_stats(stat_fn: Callable[[np.ndarray], float], reps_a: Sequence[Any], reps_b: Sequence[Any],
+def paired_set_stats(stat_fn: Callable[..., float], reps_a: Sequence[Any], reps_b: Sequence[Any],
                      groups: Any = None, *, n_boot: int = 200, ci: float = 0.95, seed: int = 0) -> PairedStats:
     """Difference stat(A_l) - stat(B_l) per layer l, with a paired cluster bootstrap and its shifted-bootstrap p.
 
-    ``reps_a`` and ``reps_b`` are sequences of L arrays [n, d] (one per layer) on the same items; each
-    resample of groups is applied to every layer of both checkpoints. A resample on which the statistic
+    ``reps_a`` and ``reps_b`` are sequences of L arrays [n, d] (one per layer) on the same items, or of
+    L tuples of such arrays when ``stat_fn`` takes several (``cka(X, Y)`` against a reference); each
+    resample of groups is applied to every array of every layer of both sides. A resample on which the statistic
     is not finite is dropped from that layer's interval and test.
     """
     if len(reps_a) != len(reps_b) or not len(reps_a):
         raise DataError(f"reps_a and reps_b must list the same layers; got {len(reps_a)} and {len(reps_b)}")
     n_boot = check_int("n_boot", n_boot, 1)
     ci = check_float("ci", ci, 0.0, 1.0, open_low=True, open_high=True)
-    n = len(reps_a[0])
-    if any(len(X) != n for X in (*reps_a, *reps_b)):
+    parts = [X for layer in (*reps_a, *reps_b) for X in (layer if isinstance(layer, tuple) else (layer,))]
+    n = len(parts[0])
+    if any(len(X) != n for X in parts):
         raise DataError("every layer of both checkpoints must hold the same n items",
                         hint="match the two checkpoints' rows by record id first")
     codes = _codes(groups, n)
@@ -205,9 +233,12 @@ def paired_set_stats(stat_fn: Callable[[np.ndarray], float], reps_a: Sequence[An
         offsets = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
         return order[np.repeat(starts[chosen], k) + offsets]
 
+    def stat(layer: Any, idx: np.ndarray | None) -> float:
+        parts = layer if isinstance(layer, tuple) else (layer,)
+        return float(stat_fn(*(np.asarray(X) if idx is None else np.asarray(X)[idx] for X in parts)))
+
     def diff(idx: np.ndarray | None) -> np.ndarray:
-        pick = (lambda X: np.asarray(X)) if idx is None else (lambda X: np.asarray(X)[idx])
-        return np.array([float(stat_fn(pick(Xa))) - float(stat_fn(pick(Xb))) for Xa, Xb in zip(reps_a, reps_b)])
+        return np.array([stat(la, idx) - stat(lb, idx) for la, lb in zip(reps_a, reps_b)])
 
     observed = diff(None)
     draws = np.stack([diff(rows(w)) for w in W])

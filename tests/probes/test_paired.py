@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from xlprobe.errors import ConfigError, DataError
-from xlprobe.probes.paired import adjust_pvalues, mean_interval, paired_item_stats, paired_set_stats
+from xlprobe.probes.paired import (
+    adjust_pvalues,
+    draws_interval,
+    mean_interval,
+    paired_item_stats,
+    paired_set_stats,
+)
 
 
 def _grouped_scores(rng: np.random.Generator, G: int, per: int, L: int, effect: np.ndarray) -> tuple:
@@ -127,3 +133,23 @@ def test_bad_input_is_named():
         paired_item_stats(np.zeros(5), np.ones(5), np.zeros(5))
     with pytest.raises(DataError, match="same layers"):
         paired_set_stats(np.mean, [np.zeros((3, 2))], [])
+
+
+def test_draws_interval_holds_the_spread_between_draws():
+    rng = np.random.default_rng(0)
+    g = np.arange(200) // 4
+    same = np.tile(rng.integers(0, 2, 200)[:, None], (1, 5)).astype(float)
+    spread = same.copy()
+    spread[:, 0] = 1.0  # one draw far from the others
+    _, lo1, hi1 = draws_interval(same, g, n_boot=400, seed=0)
+    v, lo2, hi2 = draws_interval(spread, g, n_boot=400, seed=0)
+    assert v == pytest.approx(spread.mean())
+    assert hi2 - lo2 > 1.5 * (hi1 - lo1)
+
+
+def test_set_statistic_of_two_arrays_per_layer():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(80, 3))
+    corr = lambda A, B: float(np.corrcoef(A[:, 0], B[:, 0])[0, 1])  # noqa: E731
+    r = paired_set_stats(corr, [(X, X)], [(X, rng.normal(size=(80, 3)))], np.arange(80) // 2, n_boot=50)
+    assert r.difference[0] > 0.6 and r.p_value[0] < 0.05

@@ -6,6 +6,13 @@
 ``tiny:<family>`` builds a small random model with a tokenizer trained here (offline, seconds): what the
 quickstart and tests use. Anything else goes through the Auto classes; offline, a hub id that is not
 in the local cache fails with :class:`ModelNotFoundError` naming it.
+
+``random-init:<spec>`` is the control *representation* of ``<spec>``: the same architecture (its config)
+and tokenizer, with weights drawn by the model class's own initialiser under a fixed seed
+(:data:`RANDOM_INIT_SEED`; ``random-init@7:<spec>`` for another). A probe that reaches the same accuracy
+on it as on the trained checkpoint reads what the architecture and the tokens give, not what training
+built (Hewitt & Liang 2019; Zhang & Bowman 2018, "Language modeling teaches you more than translation
+does"). Checkpoints of one architecture share one random-init model.
 """
 from __future__ import annotations
 
@@ -17,9 +24,13 @@ import torch
 
 from xlprobe.errors import ConfigError, ModelNotFoundError
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "RANDOM_INIT", "RANDOM_INIT_SEED", "random_init_spec"]
 
 log = logging.getLogger(__name__)
+
+#: Prefix of a random-weight control model's spec, and the seed its weights are drawn with by default.
+RANDOM_INIT = "random-init"
+RANDOM_INIT_SEED = 0
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -30,7 +41,9 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "float32") -> tup
         raise ConfigError("empty model spec", hint="give a hub id, a local folder, toy:mt or tiny:mbart")
     if dtype not in _TORCH_DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}", hint="choose one of " + ", ".join(_TORCH_DTYPES))
-    if spec.startswith("tiny:"):
+    if spec.startswith(RANDOM_INIT):
+        model, tok = _random_init(spec, dtype)
+    elif spec.startswith("tiny:"):
         from xlprobe.tiny import build
 
         model, tok = build(spec.split(":", 1)[1])
@@ -45,9 +58,55 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "float32") -> tup
     return model, tok
 
 
+def random_init_spec(spec: str) -> tuple[str, int] | None:
+    """``(inner spec, seed)`` of a ``random-init[@SEED]:<spec>`` spec, None for any other spec."""
+    if not spec.startswith(RANDOM_INIT):
+        return None
+    head, sep, inner = spec.partition(":")
+    seed_text = head[len(RANDOM_INIT):]
+    if not sep or not inner or (seed_text and not (seed_text.startswith("@") and seed_text[1:].isdigit())):
+        raise ConfigError(f"bad random-init spec {spec!r}",
+                          hint="random-init:<model spec> or random-init@SEED:<model spec>, e.g. random-init:toy:lm")
+    return inner, int(seed_text[1:]) if seed_text else RANDOM_INIT_SEED
+
+
+def _random_init(spec: str, dtype: str) -> tuple[torch.nn.Module, Any]:
+    """The architecture and tokenizer of the inner spec with freshly initialised, seeded weights."""
+    inner, seed = random_init_spec(spec)  # type: ignore[misc]
+    if inner.startswith(("tiny:", "toy:", RANDOM_INIT)):
+        trained, tok = load_model(inner, dtype="float32")
+        cls, cfg = type(trained), trained.config
+        del trained
+    else:
+        from transformers import AutoConfig, AutoTokenizer
+
+        try:
+            cfg = AutoConfig.from_pretrained(inner)
+            tok = AutoTokenizer.from_pretrained(inner)
+        except (OSError, ValueError) as err:
+            raise ModelNotFoundError(f"cannot load the config of {inner!r}: {str(err).splitlines()[0]}",
+                                     hint="random-init needs the checkpoint's config and tokenizer") from err
+        cls = _auto_class(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
+    return model.to(_TORCH_DTYPES[dtype]), tok
+
+
+def _auto_class(cfg: Any) -> Any:
+    """The Auto class for a config: seq2seq, causal LM or bare encoder."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    if cfg.is_encoder_decoder:
+        return AutoModelForSeq2SeqLM
+    if getattr(cfg, "is_decoder", False) or cfg.model_type in ("gpt2", "llama", "mistral", "qwen2", "gpt_neox"):
+        return AutoModelForCausalLM
+    return AutoModel
+
+
 def _load_auto(spec: str, dtype: str) -> tuple[torch.nn.Module, Any]:
     """Load through AutoConfig / Auto* classes, choosing seq2seq, causal LM or bare encoder."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     local = Path(spec).expanduser()
     looks_local = spec.startswith((".", "/", "~")) or local.exists()
@@ -62,12 +121,7 @@ def _load_auto(spec: str, dtype: str) -> tuple[torch.nn.Module, Any]:
             hint="offline, a hub id must already be in the HF cache; otherwise pass a local folder saved with "
             "save_pretrained, or try tiny:mbart",
         ) from err
-    if cfg.is_encoder_decoder:
-        cls = AutoModelForSeq2SeqLM
-    elif getattr(cfg, "is_decoder", False) or cfg.model_type in ("gpt2", "llama", "mistral", "qwen2", "gpt_neox"):
-        cls = AutoModelForCausalLM
-    else:
-        cls = AutoModel
+    cls = _auto_class(cfg)
     torch_dtype = _TORCH_DTYPES[dtype]
     path = str(local) if looks_local else spec
     try:

@@ -8,35 +8,33 @@ or listed (see ``xlprobe.registry``).
 Note: ``xlprobe.probes.cka`` is the *function* :func:`~xlprobe.probes.cka.cka` (re-exported here);
 the module stays importable as ``from xlprobe.probes.cka import ...``.
 """
+from xlprobe.probes import alignment as _alignment  # noqa: F401  (registers alignment.neighbour_overlap)
 from xlprobe.probes import cca as _cca  # noqa: F401  (registers svcca, pwcca)
 from xlprobe.probes import cka as _cka  # noqa: F401  (registers cka, cka.linear, cka.rbf, and .debiased)
 from xlprobe.probes import geometry as _geometry  # noqa: F401  (registers geometry.*)
 from xlprobe.probes import mdl as _mdl  # noqa: F401  (registers mdl.codelength, mdl.compression)
 from xlprobe.probes import probing as _probing  # noqa: F401  (registers probe.linear, probe.mlp, ...)
 from xlprobe.probes import procrustes as _procrustes  # noqa: F401  (registers procrustes)
-from xlprobe.probes import retrieval as _retrieval  # noqa: F401  (registers retrieval.p_at_1[.centered])
+from xlprobe.probes import retrieval as _retrieval  # noqa: F401  (registers retrieval.p_at_1[.centered|.margin])
 from xlprobe.probes import separability as _separability  # noqa: F401  (registers separability.*)
 from xlprobe.probes import stats as _stats  # noqa: F401  (no measures: CIs and tests)
 from xlprobe.probes import transfer as _transfer  # noqa: F401  (registers transfer.accuracy, transfer.gap)
+from xlprobe.probes.alignment import cross_language_cka, neighbour_overlap, neighbour_overlaps
 from xlprobe.probes.cca import cca_correlations, pwcca, svcca
 from xlprobe.probes.cka import cka, cka_from_store, cka_matrix, cka_streaming
 from xlprobe.probes.classifiers import PROBES, LinearProbe, MLPProbe, make_probe
 from xlprobe.probes.controls import control_task_labels, first_word_types, shuffled_labels
 from xlprobe.probes.geometry import anisotropy, effective_rank, norm_stats
 from xlprobe.probes.mdl import MDLResult, online_codelength
+from xlprobe.probes.parallel import pair_rows
 from xlprobe.probes.probing import probe_layers
 from xlprobe.probes.procrustes import procrustes_distance
-from xlprobe.probes.retrieval import (
-    RetrievalResult,
-    cross_language_cka,
-    pair_rows,
-    retrieval_matrix,
-    retrieval_p_at_1,
-)
+from xlprobe.probes.retrieval import RetrievalResult, retrieval_hits, retrieval_matrix, retrieval_p_at_1
 from xlprobe.probes.separability import (
     centroid_distances,
     fisher_ratio,
     knn_accuracy,
+    knn_correct,
     nearest_centroid_accuracy,
     silhouette,
 )
@@ -51,10 +49,11 @@ __all__ = [
     "cka", "cka_matrix", "cka_streaming", "cka_from_store", "svcca", "pwcca", "cca_correlations",
     "procrustes_distance",
     # separability and geometry of one representation
-    "fisher_ratio", "silhouette", "knn_accuracy", "nearest_centroid_accuracy", "centroid_distances",
+    "fisher_ratio", "silhouette", "knn_accuracy", "knn_correct", "nearest_centroid_accuracy", "centroid_distances",
     "effective_rank", "anisotropy", "norm_stats",
     # cross-lingual alignment
-    "retrieval_matrix", "retrieval_p_at_1", "RetrievalResult", "cross_language_cka", "pair_rows",
+    "retrieval_matrix", "retrieval_p_at_1", "retrieval_hits", "RetrievalResult", "cross_language_cka", "pair_rows",
+    "neighbour_overlap", "neighbour_overlaps",
     # uncertainty
     "bootstrap_ci", "paired_permutation_test", "BootstrapCI", "PermutationResult",
 ]

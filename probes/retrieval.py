@@ -1,9 +1,9 @@
-"""Cross-lingual alignment: parallel-sentence retrieval (P@1) and CKA between languages.
+"""Cross-lingual alignment by parallel-sentence retrieval: P@1 raw, language-centred or margin-scored.
 
-Items are sentences with a language and a *parallel group* (the same verse in every language shares
-a group). For a pair of languages (a, b) the **shared groups** are those with an item in both; each
-language has at most one item per group, so the shared groups pair a's items with b's one to one
-(:func:`pair_rows`).
+Items have a language and a parallel group (see :mod:`xlprobe.probes.parallel`). Retrieval measures
+**alignment**: whether an item lies nearest its translation in the shared space. It changes under a
+rotation of one language, where cross-language CKA (:mod:`xlprobe.probes.alignment`, a measure of
+isomorphism) does not.
 
 **Retrieval** (:func:`retrieval_matrix`): every item of a whose group is shared with b is a query; the
 candidates are b's items of the shared groups (not all of b's items). The nearest candidate by the
@@ -39,8 +39,14 @@ Rows whose (centred) vector is zero have cosine 0 with everything. Ties go to th
 smallest group. Work is in float64 and in row blocks of ``block`` queries, so memory is
 O(n d + block m) per pair, never n x n.
 
-:func:`cross_language_cka` aligns a pair's items by group in the same way and applies
-:func:`~xlprobe.probes.cka.cka` (which centres each side, so per-language offsets do not matter).
+**Per item** (:func:`retrieval_hits`): a query item i scores the number of other languages in which
+its translation is the retrieved candidate, scaled as :func:`~xlprobe.probes.parallel.per_item_scores`
+says, so the plain mean of the n scores is the registered P@1 (total correct / total queries over
+every ordered pair of languages): on fully parallel data the score is the fraction of the other
+languages in which i retrieves its translation. The registered measures compute through it.
+
+Registered: ``retrieval.p_at_1`` (cosine), ``retrieval.p_at_1.centered`` (cosine after
+``center="language"``) and ``retrieval.p_at_1.margin`` (ratio margin, k = 4, no centring).
 """
 from __future__ import annotations
 
@@ -51,85 +57,27 @@ from typing import Any
 
 import numpy as np
 
-from xlprobe.errors import ConfigError, DataError
-from xlprobe.probes.arrays import as_groups, as_labels, as_rep, check_int
-from xlprobe.probes.cka import KERNELS, cka
+from xlprobe.errors import DataError
+from xlprobe.probes.arrays import as_rep, check_int
+from xlprobe.probes.parallel import (
+    CENTERS,
+    ParallelIndex,
+    check_choice,
+    parallel_index,
+    per_item_scores,
+    unit_rows,
+    warn_skipped,
+)
 from xlprobe.registry import register_measure
 
-__all__ = ["RetrievalResult", "retrieval_matrix", "retrieval_p_at_1", "cross_language_cka", "pair_rows",
-           "CENTERS", "SCORINGS"]
+__all__ = ["RetrievalResult", "retrieval_matrix", "retrieval_p_at_1", "retrieval_hits", "CENTERS", "SCORINGS"]
 
 logger = logging.getLogger(__name__)
 
-#: Accepted values of ``center``.
-CENTERS = ("none", "language")
 #: Accepted values of ``scoring``.
 SCORINGS = ("cosine", "margin")
 #: Floor of the ratio margin's denominator (see the module docstring).
 _TINY = 1e-12
-
-
-# ------------------------------------------------------------------------------------------ validation
-@dataclass(frozen=True)
-class _Parallel:
-    """Languages and groups of the items, indexed once: per language, its rows sorted by group."""
-
-    langs: tuple[Any, ...]
-    rows: tuple[np.ndarray, ...]  # rows[l]: row indices of language l, by increasing group code
-    keys: tuple[np.ndarray, ...]  # keys[l]: their group codes (strictly increasing)
-
-    def pair(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of languages a and b in their shared groups, aligned (same group at the same position)."""
-        _, ia, ib = np.intersect1d(self.keys[a], self.keys[b], assume_unique=True, return_indices=True)
-        return self.rows[a][ia], self.rows[b][ib]
-
-
-def _parallel(langs: Any, groups: Any, n: int, langs_name: str = "langs") -> _Parallel:
-    """Check languages and groups (one each per item, >= 2 languages, one item per (language, group))."""
-    codes, classes = as_labels(langs, n, langs_name, min_classes=2)
-    if groups is None:
-        raise DataError("groups is None; cross-lingual retrieval and CKA need the parallel group of every item",
-                        hint="pass the group ids (records' .group: the same verse in every language shares one)")
-    gcodes = as_groups(groups, n)
-    order = np.lexsort((gcodes, codes))
-    lc, gc = codes[order], gcodes[order]
-    dup = (lc[1:] == lc[:-1]) & (gc[1:] == gc[:-1])
-    if dup.any():
-        gvalues = np.unique(np.asarray(groups))
-        pairs, counts = np.unique(np.stack([lc[1:][dup], gc[1:][dup]], axis=1), axis=0, return_counts=True)
-        examples = ", ".join(f"({classes[lang].item()!r}, {gvalues[g].item()!r}) x{c + 1}"
-                             for (lang, g), c in zip(pairs[:5], counts[:5]))
-        raise DataError(f"{len(pairs)} (language, group) pair(s) occur more than once, e.g. {examples}; each "
-                        "language may have at most one item per parallel group",
-                        hint="drop repeated items (the same verse twice in one language), or give them distinct groups")
-    bounds = np.searchsorted(lc, np.arange(classes.size + 1))
-    rows = tuple(order[bounds[i]:bounds[i + 1]] for i in range(classes.size))
-    keys = tuple(gc[bounds[i]:bounds[i + 1]] for i in range(classes.size))
-    return _Parallel(tuple(classes.tolist()), rows, keys)
-
-
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ConfigError(f"{name} must be one of {list(allowed)}; got {value!r}",
-                          hint=f"pass {name}=" + " or ".join(repr(a) for a in allowed))
-    return value
-
-
-def _lang_index(par: _Parallel, lang: Any, name: str) -> int:
-    try:
-        return par.langs.index(lang)
-    except ValueError:
-        raise DataError(f"{name}={lang!r} is not one of the languages of the items: {list(par.langs)}",
-                        hint="pass a language code that occurs in langs") from None
-
-
-def _warn_skipped(skipped: list[tuple[Any, Any]], why: str, stacklevel: int) -> None:
-    if not skipped:
-        return
-    shown = ", ".join(f"{a!r}-{b!r}" for a, b in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
-    msg = f"{len(skipped)} language pair(s) {why}; their entries are NaN: {shown}"
-    logger.warning(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel + 1)
 
 
 # ------------------------------------------------------------------------------------------ retrieval
@@ -173,14 +121,6 @@ class RetrievalResult:
         return float((self.p_at_1[ok] * self.n[ok]).sum() / total)
 
 
-def _unit_rows(A: np.ndarray, par: _Parallel, center: str) -> np.ndarray:
-    """Centre each language (if asked) and scale rows to unit norm, in place (A is a private copy)."""
-    if center == "language":
-        for rows in par.rows:
-            A[rows] -= A[rows].mean(axis=0)
-    norms = np.linalg.norm(A, axis=1)
-    A /= np.where(norms > 0, norms, 1.0)[:, None]  # zero rows stay zero: cosine 0 with everything
-    return A
 
 
 def _topk_means(Q: np.ndarray, C: np.ndarray, k: int, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,8 +137,10 @@ def _topk_means(Q: np.ndarray, C: np.ndarray, k: int, block: int) -> tuple[np.nd
     return rq, top.mean(axis=0)
 
 
-def _pair_hits(Q: np.ndarray, C: np.ndarray, *, margin: bool, k: int, block: int) -> tuple[int, int, bool]:
-    """Correct retrievals a -> b (rows) and b -> a (columns) of aligned unit rows Q (a) and C (b).
+
+def _pair_hits(Q: np.ndarray, C: np.ndarray, *, margin: bool, k: int,
+               block: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Which queries retrieve their translation, a -> b (rows) and b -> a (columns), of aligned unit rows Q, C.
 
     Also returns whether a margin denominator had to be floored (see the module docstring).
     """
@@ -210,33 +152,46 @@ def _pair_hits(Q: np.ndarray, C: np.ndarray, *, margin: bool, k: int, block: int
         floored = False
     best = np.full(m, -np.inf)
     best_at = np.zeros(m, dtype=np.int64)
-    hits_ab = 0
+    hit_ab = np.zeros(m, dtype=bool)
     for s in range(0, m, block):
         S = Q[s:s + block] @ C.T
         if margin:
             S /= np.maximum((rq[s:s + block, None] + rc[None, :]) / 2.0, _TINY)
-        hits_ab += int((S.argmax(axis=1) == np.arange(s, s + S.shape[0])).sum())
+        hit_ab[s:s + S.shape[0]] = S.argmax(axis=1) == np.arange(s, s + S.shape[0])
         col_at = S.argmax(axis=0)
         col_max = S[col_at, np.arange(m)]
         better = col_max > best  # strict: an earlier block keeps a tie, as argmax over all rows would
         best[better] = col_max[better]
         best_at[better] = col_at[better] + s
-    hits_ba = int((best_at == np.arange(m)).sum())
-    return hits_ab, hits_ba, floored
+    return hit_ab, best_at == np.arange(m), floored
 
 
-def _retrieval(X: Any, langs: Any, groups: Any, *, center: str, scoring: str, k: int, block: int,
-               langs_name: str) -> RetrievalResult:
-    center = _check_choice("center", center, CENTERS)
-    scoring = _check_choice("scoring", scoring, SCORINGS)
-    k = check_int("k", k, 1)
-    block = check_int("block", block, 1)
+def _warn_floored(floored: list[tuple[Any, Any]], k: int) -> None:
+    """Log and warn (RuntimeWarning, at the public function's caller) about floored margin denominators."""
+    if floored:
+        msg = (f"ratio margin: the mean cosine to the k={k} nearest neighbours (capped at the shared groups) "
+               f"is <= 0 for some items of {len(floored)} pair(s) (e.g. {floored[0]!r}); their denominators were "
+               f"floored at {_TINY}, so the margin ranks those candidates by the sign of the cosine")
+        logger.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+def _check_options(center: str, scoring: str, k: int, block: int) -> tuple[str, str, int, int]:
+    """The retrieval options, checked."""
+    return (check_choice("center", center, CENTERS), check_choice("scoring", scoring, SCORINGS),
+            check_int("k", k, 1), check_int("block", block, 1))
+
+
+def _retrieve(X: Any, langs: Any, groups: Any, *, center: str, scoring: str, k: int, block: int,
+              langs_name: str = "langs") -> tuple[RetrievalResult, np.ndarray, np.ndarray]:
+    """The P@1 matrix, and per item its number of correct retrievals and of target languages."""
+    center, scoring, k, block = _check_options(center, scoring, k, block)
     A = as_rep(X, "X", copy=True, min_rows=2)
-    par = _parallel(langs, groups, A.shape[0], langs_name)
-    U = _unit_rows(A, par, center)
+    par = parallel_index(langs, groups, A.shape[0], langs_name)
+    U = unit_rows(A, par, center)
     L = len(par.langs)
-    p = np.full((L, L), np.nan)
-    n = np.zeros((L, L), dtype=np.int64)
+    p, n = np.full((L, L), np.nan), np.zeros((L, L), dtype=np.int64)
+    correct, targets = np.zeros(A.shape[0]), np.zeros(A.shape[0])
     skipped, floored = [], []
     for a in range(L):
         for b in range(a + 1, L):
@@ -248,21 +203,26 @@ def _retrieval(X: Any, langs: Any, groups: Any, *, center: str, scoring: str, k:
             if fl:
                 floored.append((par.langs[a], par.langs[b]))
             n[a, b] = n[b, a] = ra.size
-            p[a, b], p[b, a] = hab / ra.size, hba / ra.size
+            p[a, b], p[b, a] = hab.mean(), hba.mean()
+            correct[ra] += hab
+            correct[rb] += hba
+            targets[ra] += 1
+            targets[rb] += 1
+    _check_some_pair(par, skipped)
+    warn_skipped(skipped, "share no parallel group (nothing to retrieve)", stacklevel=3)
+    _warn_floored(floored, k)
+    p.flags.writeable = False
+    n.flags.writeable = False
+    return RetrievalResult(par.langs, p, n, center, scoring, k), correct, targets
+
+
+def _check_some_pair(par: ParallelIndex, skipped: list[tuple[Any, Any]]) -> None:
+    """DataError when no two languages share a parallel group."""
+    L = len(par.langs)
     if len(skipped) == L * (L - 1) // 2:
         raise DataError(f"no two languages share a parallel group ({L} languages: {list(par.langs)[:10]}), so "
                         "there is nothing to retrieve",
                         hint="groups must identify translations: the same verse in every language shares one group")
-    _warn_skipped(skipped, "share no parallel group (nothing to retrieve)", stacklevel=3)
-    if floored:
-        msg = (f"ratio margin: the mean cosine to the k={k} nearest neighbours (capped at the shared groups) "
-               f"is <= 0 for some items of {len(floored)} pair(s) (e.g. {floored[0]!r}); their denominators were "
-               f"floored at {_TINY}, so the margin ranks those candidates by the sign of the cosine")
-        logger.warning(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)  # the caller of the public function
-    p.flags.writeable = False
-    n.flags.writeable = False
-    return RetrievalResult(par.langs, p, n, center, scoring, k)
 
 
 def retrieval_matrix(X: np.ndarray, langs: Any, groups: Any, *, center: str = "none", scoring: str = "cosine",
@@ -320,19 +280,55 @@ def retrieval_matrix(X: np.ndarray, langs: Any, groups: Any, *, center: str = "n
     >>> res.langs, float(res.p_at_1[0, 1]), int(res.n[0, 1])
     (('en', 'fr'), 1.0, 20)
     """
-    return _retrieval(X, langs, groups, center=center, scoring=scoring, k=k, block=block, langs_name="langs")
+    return _retrieve(X, langs, groups, center=center, scoring=scoring, k=k, block=block)[0]
+
+
+def retrieval_hits(X: np.ndarray, langs: Any, groups: Any, *, center: str = "none", scoring: str = "cosine",
+                   k: int = 4, block: int = 2048) -> np.ndarray:
+    """Per-item retrieval scores whose plain mean is the registered P@1: the unit of paired item-level tests.
+
+    Item i scores c_i * n / T: c_i the number of other languages in which i, as a query, retrieves its
+    translation, T the total number of (query, target language) pairs over all items. So
+    ``retrieval_hits(...).mean()`` equals :func:`retrieval_p_at_1` with the same options (total correct
+    / total queries over every ordered pair of languages, each pair weighted by its shared groups).
+    On fully parallel data (every group in every one of the L languages) T = n (L - 1) and the score is
+    exactly the fraction c_i / (L - 1) of the other languages in which i retrieves its translation;
+    with partial coverage it is that fraction times t_i / mean(t) (t_i: languages holding i's
+    translation), and an item with no translation scores 0.
+
+    Parameters
+    ----------
+    X, langs, groups, center, scoring, k, block
+        As in :func:`retrieval_matrix`.
+
+    Returns
+    -------
+    ndarray [n], float64
+        One score per row of ``X``, in the order of the rows.
+
+    Raises
+    ------
+    DataError, ConfigError
+        As :func:`retrieval_matrix`.
+    """
+    _, correct, targets = _retrieve(X, langs, groups, center=center, scoring=scoring, k=k, block=block)
+    return per_item_scores(correct, targets)
 
 
 @register_measure("retrieval.p_at_1", kind="labelled", direction="higher_better", reads="languages")
 @register_measure("retrieval.p_at_1.centered", kind="labelled", direction="higher_better", reads="languages",
                   center="language")
+@register_measure("retrieval.p_at_1.margin", kind="labelled", direction="higher_better", reads="languages",
+                  scoring="margin")
 def retrieval_p_at_1(X: np.ndarray, y: Any, groups: Any, *, seed: int = 0, center: str = "none",
                      scoring: str = "cosine", k: int = 4, block: int = 2048) -> float:
     """Mean P@1 of parallel-sentence retrieval between languages (y: the languages), weighted by queries.
 
-    The off-diagonal mean of :func:`retrieval_matrix`'s ``p_at_1``, each pair weighted by its number
-    of queries (so it is total correct / total queries); pairs with no shared group are skipped.
-    Registered as ``retrieval.p_at_1`` and, with ``center="language"``, ``retrieval.p_at_1.centered``.
+    Total correct / total queries over every ordered pair of languages: the off-diagonal mean of
+    :func:`retrieval_matrix`'s ``p_at_1``, each pair weighted by its number of queries, and the mean
+    of :func:`retrieval_hits` (computed through it); pairs with no shared group are skipped.
+    Registered as ``retrieval.p_at_1`` (cosine), ``retrieval.p_at_1.centered`` (``center="language"``)
+    and ``retrieval.p_at_1.margin`` (``scoring="margin"``: Artetxe & Schwenk's ratio margin, k = 4).
 
     Parameters
     ----------
@@ -352,96 +348,5 @@ def retrieval_p_at_1(X: np.ndarray, y: Any, groups: Any, *, seed: int = 0, cente
     float
         In [0, 1].
     """
-    res = _retrieval(X, y, groups, center=center, scoring=scoring, k=k, block=block, langs_name="y")
-    return res.mean()
-
-
-# ------------------------------------------------------------------------------------------ pairs, CKA
-def pair_rows(langs: Any, groups: Any, a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of languages ``a`` and ``b`` in their shared groups, aligned by group.
-
-    Parameters
-    ----------
-    langs, groups : array [n]
-        Language and parallel group of each item (as in :func:`retrieval_matrix`).
-    a, b : language
-        Two languages of ``langs``.
-
-    Returns
-    -------
-    rows_a, rows_b : ndarray of int64
-        ``rows_a[i]`` and ``rows_b[i]`` are the items of a and b in the same group, by increasing
-        group; empty when the two languages share no group.
-
-    Raises
-    ------
-    DataError
-        As :func:`retrieval_matrix` for bad languages / groups, and for ``a`` or ``b`` not in ``langs``.
-
-    Examples
-    --------
-    >>> pair_rows(["en", "fr", "fr", "en"], [1, 2, 1, 2], "en", "fr")
-    (array([0, 3]), array([2, 1]))
-    """
-    par = _parallel(langs, groups, np.shape(langs)[0] if np.ndim(langs) >= 1 else 0)
-    return par.pair(_lang_index(par, a, "a"), _lang_index(par, b, "b"))
-
-
-def cross_language_cka(X: np.ndarray, langs: Any, groups: Any, *, kernel: str = "linear",
-                       debiased: bool = False) -> tuple[list[Any], np.ndarray]:
-    """CKA between every pair of languages, on the items of their shared groups aligned by group.
-
-    This measures **isomorphism, not alignment**: CKA is invariant to an orthogonal transform (and an
-    isotropic scaling) of either side, so two languages whose spaces are rotated copies of each other
-    score 1 while no verse lies near its translation. Whether translations meet in one space is
-    retrieval's question (:func:`retrieval_matrix`, raw, language-centred or margin-scored). On the toy
-    family the two disagree: cross-language CKA 0.818 (lm) vs 0.831 (mt) while P@1 goes 0.06 -> 0.56.
-
-    Parameters
-    ----------
-    X : array [n, d]
-        One layer's pooled representation of every item.
-    langs, groups : array [n]
-        Language and parallel group of each item (as in :func:`retrieval_matrix`).
-    kernel, debiased
-        As in :func:`~xlprobe.probes.cka.cka`.
-
-    Returns
-    -------
-    langs : list
-        The languages, sorted.
-    matrix : ndarray [L, L]
-        Symmetric, 1 on the diagonal; NaN for pairs with fewer shared groups than CKA needs (2, or 4
-        when debiased), with a RuntimeWarning.
-
-    Raises
-    ------
-    DataError
-        As :func:`retrieval_matrix`, and when a language's shared items are constant (CKA undefined).
-    ConfigError
-        On an unknown kernel.
-    """
-    _check_choice("kernel", kernel, KERNELS)
-    if not isinstance(debiased, (bool, np.bool_)):
-        raise ConfigError(f"debiased must be True or False; got {debiased!r}")
-    A = as_rep(X, "X", min_rows=2)
-    par = _parallel(langs, groups, A.shape[0])
-    L = len(par.langs)
-    need = 4 if debiased else 2
-    M = np.eye(L)
-    skipped = []
-    for a in range(L):
-        for b in range(a + 1, L):
-            ra, rb = par.pair(a, b)
-            if ra.size < need:
-                M[a, b] = M[b, a] = np.nan
-                skipped.append((par.langs[a], par.langs[b]))
-                continue
-            try:
-                M[a, b] = M[b, a] = cka(A[ra], A[rb], kernel=kernel, debiased=bool(debiased))
-            except DataError as exc:
-                raise DataError(f"CKA between {par.langs[a]!r} and {par.langs[b]!r} ({ra.size} shared groups): "
-                                f"{exc.message}", hint=exc.hint) from exc
-    _warn_skipped(skipped, f"share fewer than {need} parallel groups ({'debiased ' if debiased else ''}CKA "
-                           f"needs {need})", stacklevel=2)
-    return list(par.langs), M
+    _, correct, targets = _retrieve(X, y, groups, center=center, scoring=scoring, k=k, block=block, langs_name="y")
+    return float(np.mean(per_item_scores(correct, targets)))

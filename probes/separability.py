@@ -26,7 +26,7 @@ from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.arrays import as_groups, as_labels, as_rep, check_int
 from xlprobe.registry import register_measure
 
-__all__ = ["fisher_ratio", "silhouette", "knn_accuracy", "nearest_centroid_accuracy", "centroid_distances",
+__all__ = ["fisher_ratio", "silhouette", "knn_accuracy", "knn_correct", "nearest_centroid_accuracy", "centroid_distances",
            "METRICS"]
 
 logger = logging.getLogger(__name__)
@@ -263,6 +263,23 @@ def knn_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
     float
         Accuracy in [0, 1]; near 1/K for labels unrelated to X (K balanced classes).
     """
+    return float(np.mean(knn_correct(X, y, groups, k=k, metric=metric, block=block, exclude_group=exclude_group)))
+
+
+def knn_correct(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, *, k: int = 1,
+                metric: str = "cosine", block: int = 2048, exclude_group: bool = True) -> np.ndarray:
+    """Per item, 1.0 if its leave-one-out kNN vote is its class, else 0.0: the mean is :func:`knn_accuracy`.
+
+    The unit of item-level paired tests (a bootstrap over parallel groups, a sign-flip test between
+    checkpoints). Arguments, candidates (``exclude_group``: the item's own parallel group left out,
+    ``separability.knn``, or every other item, ``separability.knn.all``) and tie-breaking are those
+    of :func:`knn_accuracy`, which is computed through this function.
+
+    Returns
+    -------
+    ndarray [n], float64
+        0.0 or 1.0 per row of ``X``.
+    """
     if not exclude_group:
         groups = None
     metric = _check_metric(metric)
@@ -283,7 +300,7 @@ def knn_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
     if g is not None:  # members of each group, to blank out a block's (row, group mate) pairs
         by_group = np.argsort(g, kind="stable")
         group_start = np.concatenate([[0], np.cumsum(np.bincount(g))])
-    correct = 0
+    correct = np.zeros(n)
     for start in range(0, n, block):
         rows = slice(start, min(start + block, n))
         S = _similarity(P, sq, rows, metric)
@@ -309,8 +326,8 @@ def knn_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
             strength = np.bincount(key, weights=v[keep], minlength=b * classes.size).reshape(b, -1)
             strength[votes < votes.max(axis=1, keepdims=True)] = -np.inf
             pred = np.argmax(strength, axis=1)  # most votes, then summed similarity, then first class
-        correct += int(np.sum(pred == codes[rows]))
-    return correct / n
+        correct[rows] = pred == codes[rows]
+    return correct
 
 
 @register_measure("separability.centroid", kind="labelled", direction="higher_better")

@@ -7,14 +7,10 @@ import numpy as np
 import pytest
 
 from xlprobe.errors import ConfigError, DataError
+from xlprobe.probes.alignment import cross_language_cka
 from xlprobe.probes.cka import cka
-from xlprobe.probes.retrieval import (
-    RetrievalResult,
-    cross_language_cka,
-    pair_rows,
-    retrieval_matrix,
-    retrieval_p_at_1,
-)
+from xlprobe.probes.parallel import pair_rows
+from xlprobe.probes.retrieval import RetrievalResult, retrieval_hits, retrieval_matrix, retrieval_p_at_1
 from xlprobe.registry import get_measure
 
 OPTIONS = [("none", "cosine"), ("language", "cosine"), ("none", "margin"), ("language", "margin")]
@@ -108,6 +104,54 @@ def test_counts_shapes_mean_and_immutability():
         res.p_at_1[0, 1] = 0.5
     with pytest.raises(AttributeError):
         res.k = 3
+
+
+def _reference_hits(X, langs, groups, *, center, scoring, k):
+    """Per item: correct retrievals and target languages, by the definition (full matrices, Python sets)."""
+    X = np.array(X, dtype=np.float64)
+    names = sorted(set(langs))
+    if center == "language":
+        for lang in names:
+            X[langs == lang] -= X[langs == lang].mean(0)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    row = {(lang, g): i for i, (lang, g) in enumerate(zip(langs, groups))}
+    correct, targets = np.zeros(len(X)), np.zeros(len(X))
+    for a in names:
+        for b in names:
+            shared = sorted(set(groups[langs == a]) & set(groups[langs == b]))
+            if a == b or not shared:
+                continue
+            qa, cb = [row[a, g] for g in shared], [row[b, g] for g in shared]
+            S = X[qa] @ X[cb].T
+            if scoring == "margin":
+                kk = min(k, len(shared))
+                S = S / np.maximum((np.sort(S, 1)[:, -kk:].mean(1)[:, None] + np.sort(S, 0)[-kk:].mean(0)) / 2, 1e-12)
+            correct[qa] += S.argmax(1) == np.arange(len(shared))
+            targets[qa] += 1
+    return correct, targets
+
+
+@pytest.mark.parametrize("center,scoring", OPTIONS)
+def test_per_item_hits_follow_the_definition_and_average_to_the_registered_value(center, scoring):
+    X, langs, groups = _partial_data(3)
+    correct, targets = _reference_hits(X, langs, groups, center=center, scoring=scoring, k=4)
+    hits = retrieval_hits(X, langs, groups, center=center, scoring=scoring, block=7)
+    assert hits.shape == (len(X),) and hits.dtype == np.float64
+    np.testing.assert_allclose(hits, correct * len(X) / targets.sum(), rtol=1e-15)
+    value = retrieval_p_at_1(X, langs, groups, center=center, scoring=scoring)
+    assert hits.mean() == pytest.approx(value, abs=1e-14)
+    assert value == pytest.approx(retrieval_matrix(X, langs, groups, center=center, scoring=scoring).mean(), abs=1e-14)
+    assert (hits[targets == 0] == 0).all()
+
+
+def test_per_item_hits_on_fully_parallel_data_are_the_fraction_of_languages():
+    rng = np.random.default_rng(11)
+    S = rng.standard_normal((30, 12))
+    X, langs, groups = _parallel([S + 0.8 * rng.standard_normal((30, 12)) for _ in range(4)])
+    correct, _ = _reference_hits(X, langs, groups, center="none", scoring="cosine", k=4)
+    hits = retrieval_hits(X, langs, groups)
+    np.testing.assert_array_equal(hits, correct / 3)  # 3 other languages: the share that retrieve i's translation
+    assert 0.2 < hits.mean() < 0.9 and set(np.unique(hits)) <= {0, 1 / 3, 2 / 3, 1}
 
 
 # ------------------------------------------------------------------------------------------ known answers
@@ -301,14 +345,19 @@ def test_bad_options_raise(kw, match):
 
 
 # ------------------------------------------------------------------------------------------ registry
+@pytest.mark.filterwarnings("ignore:ratio margin")  # uncentred offsets leave a pair with negative neighbourhoods
 def test_registered_names_resolve():
     X, langs, groups = _partial_data()
     plain, centred = get_measure("retrieval.p_at_1"), get_measure("retrieval.p_at_1.centered")
-    for spec in (plain, centred):
+    margin = get_measure("retrieval.p_at_1.margin")
+    for spec in (plain, centred, margin):
         assert (spec.kind, spec.direction, spec.reads, spec.fn) == \
             ("labelled", "higher_better", "languages", retrieval_p_at_1)
         assert spec.summary
     assert dict(plain.defaults) == {} and dict(centred.defaults) == {"center": "language"}
+    assert dict(margin.defaults) == {"scoring": "margin"}
+    assert margin(X, langs, groups) == pytest.approx(retrieval_hits(X, langs, groups, scoring="margin", k=4).mean())
+    assert centred(X, langs, groups) == pytest.approx(retrieval_hits(X, langs, groups, center="language").mean())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert plain(X, langs, groups, seed=3) == retrieval_p_at_1(X, langs, groups)

@@ -12,6 +12,7 @@ from xlprobe.probes.separability import (
     centroid_distances,
     fisher_ratio,
     knn_accuracy,
+    knn_correct,
     nearest_centroid_accuracy,
     silhouette,
 )
@@ -44,7 +45,7 @@ def _knn_reference(X, y, groups, k, metric):
     else:
         sim = -((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)  # nearer = larger
     bad = np.eye(n, dtype=bool) if groups is None else groups[:, None] == groups[None, :]
-    correct = 0
+    correct = np.zeros(n)
     for i in range(n):
         cand = np.flatnonzero(~bad[i])
         order = cand[np.lexsort((cand, -sim[i, cand]))][:k]  # nearest first, then lowest index
@@ -53,8 +54,8 @@ def _knn_reference(X, y, groups, k, metric):
         strength = np.array([sim[i, order][y[order] == c].sum() for c in classes])
         tied = np.flatnonzero(votes == votes.max())
         pred = classes[tied[np.argmax(strength[tied])]]
-        correct += pred == y[i]
-    return correct / n
+        correct[i] = pred == y[i]
+    return correct  # per item; the accuracy is its mean
 
 
 def _centroid_reference(X, y, metric):
@@ -150,9 +151,11 @@ def test_knn_equals_brute_force_reference(metric):
     groups = np.arange(y.size) % 20
     for k in (1, 3, 4):
         for g in (None, groups):
-            ref = _knn_reference(X, y, g, k, metric)
+            per_item = _knn_reference(X, y, g, k, metric)
+            ref = per_item.mean()
             assert knn_accuracy(X, y, g, k=k, metric=metric) == pytest.approx(ref, abs=1e-12)
             assert knn_accuracy(X, y, g, k=k, metric=metric, block=8) == pytest.approx(ref, abs=1e-12)
+            np.testing.assert_array_equal(knn_correct(X, y, g, k=k, metric=metric, block=8), per_item)
 
 
 def test_knn_ties_are_broken_deterministically():
@@ -264,3 +267,14 @@ def test_knn_variants_with_and_without_the_own_group():
     assert everyone == knn_accuracy(X, langs, None)
     assert 0.3 < excluded < 0.7  # among other verses, language says nothing here
     assert get_measure("separability.knn.all").defaults == {"exclude_group": False}
+
+
+@pytest.mark.parametrize("name,exclude_group", [("separability.knn", True), ("separability.knn.all", False)])
+def test_knn_per_item_scores_average_to_both_registered_variants(name, exclude_group):
+    X, y = _blobs((30, 25, 20), d=5, sep=0.7, seed=9)
+    groups = np.arange(y.size) % 25
+    for k in (1, 3):
+        per_item = knn_correct(X, y, groups, k=k, exclude_group=exclude_group)
+        assert per_item.shape == (y.size,) and set(np.unique(per_item)) == {0.0, 1.0}
+        assert per_item.mean() == get_measure(name)(X, y, groups, k=k, seed=0)
+        np.testing.assert_array_equal(per_item, _knn_reference(X, y, groups if exclude_group else None, k, "cosine"))

@@ -219,3 +219,45 @@ def test_capture_of_an_encoder_decoder_defaults_to_the_encoder(tmp_path):
                               "--out", str(tmp_path / "gpt")])  # a decoder-only model reads the text: every point
     assert res.exit_code == 0, res.output
     assert any(k.point.endswith("h.1") for k in ActivationStore.open(tmp_path / "gpt", create=False).keys())
+
+
+def test_capture_teacher_forced_on_english_takes_decoder_rows_that_read_the_translation(tmp_path):
+    res = runner.invoke(app, ["capture", "--model", "toy:mt", "--data", "bible:en,fr,de,ru?books=Ruth", "--limit", "24",
+                              "--tgt", "en", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "teacher-forced on the parallel verse in en" in res.output and "dropped 24 of the target's own" in res.output
+    store = ActivationStore.open(tmp_path, create=False)
+    keys = {store.entry(k)["info"]["alias"]: k for k in store.keys()}
+    assert {"encoder.embeddings", "encoder.0", "decoder.embeddings", "decoder.0", "decoder.final_norm"} <= set(keys)
+    info = store.entry(keys["decoder.embeddings"])["info"]
+    assert info["tgt"] == "en" and info["dataset_meta"]["targets"]["langs"] == ["en"]
+    records = store.records(store.keys()[0].data)
+    assert len(records) == 72 and {r.target_lang for r in records} == {"en"} and "en" not in set(records.langs)
+    assert store.read(keys["decoder.embeddings"]).std(axis=0).mean() > 1e-3  # the decoder reads a text: rows vary
+    # the source's language at decoder.embeddings: every source of a verse reads the same English verse
+    res = runner.invoke(app, ["probe", str(tmp_path), "--task", "language", "--n-boot", "20", "--folds", "3",
+                              "--controls", "", "--measures", "", "--out", str(tmp_path / "res")])
+    assert res.exit_code == 0, res.output
+    df = read_results(tmp_path / "res")
+    acc = df[(df.measure == "probe.linear") & df.control.isna()].set_index("layer").value
+    assert acc["decoder.embeddings"] < 0.45 and acc["encoder.final_norm"] > 0.9, acc.to_dict()  # 0.333: chance
+    bad = runner.invoke(app, ["capture", "--model", "toy:mt", "--data", "bible:fr,de?books=Ruth", "--limit", "2",
+                              "--tgt", "ru", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "bible:ru" in bad.output
+
+
+
+def test_capture_tgt_each_and_tgt_from_another_corpus(tmp_path):
+    res = runner.invoke(app, ["capture", "--model", "toy:mt", "--data", "bible:en,fr,de?books=Ruth", "--limit", "2",
+                              "--tgt", "each", "--layers", "decoder.embeddings", "--out", str(tmp_path / "each")])
+    assert res.exit_code == 0, res.output
+    store = ActivationStore.open(tmp_path / "each", create=False)
+    records = store.records(store.keys()[0].data)
+    assert len(records) == 12 == len({r.id for r in records})  # 6 texts x 2 other languages
+    assert all(r.labels["tgt_lang"] == r.target_lang != r.lang for r in records)
+    res = runner.invoke(app, ["capture", "--model", "toy:mt", "--data", "bible:fr,de?books=Ruth", "--limit", "2",
+                              "--tgt", "bible:en", "--layers", "decoder.embeddings", "--out", str(tmp_path / "en")])
+    assert res.exit_code == 0, res.output
+    store = ActivationStore.open(tmp_path / "en", create=False)
+    assert store.entry(store.keys()[0])["info"]["dataset_meta"]["targets"]["pool"] == "bible:en"
+    assert {r.target_lang for r in store.records(store.keys()[0].data)} == {"en"}

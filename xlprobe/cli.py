@@ -135,8 +135,8 @@ def capture(
     data_spec: str = typer.Option(..., "--data", "-d", help="Data spec, e.g. bible:en,fr,de (see `xlprobe data`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Activation store folder (created; reused to resume)."),
     layer_spec: Optional[str] = typer.Option(None, "--layers", "-l", help="Comma-separated names, aliases or "
-                                             "globs (default: every point; the encoder's alone for an "
-                                             "encoder-decoder, whose decoder reads no text without targets)."),
+                                             "globs (default: every point; for an encoder-decoder without "
+                                             "--tgt the encoder's alone, its decoder reading no text)."),
     pooling: str = typer.Option("mean", "--pooling", "-p", help="mean | first | last | max | tag | tokens"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Parallel groups (verses) to keep."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
@@ -144,12 +144,29 @@ def capture(
                                              "(bounds one batch's memory whatever the longest sentence)."),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
     tgt_lang: Optional[str] = typer.Option(None, "--tgt-lang", help="Decoder target language (prompt)."),
+    tgt: Optional[str] = typer.Option(
+        None, "--tgt", help="Teacher-force an encoder-decoder's decoder on each text's parallel verse: a language "
+        "of --data (en), several (en,fr), 'each' (every other language of the group, one row per pair), or a "
+        "corpus spec (bible:en) matched by verse. Decoder rows then read the translation (the MT setting); "
+        "without --tgt they read only the start prompt '</s> [tgt_lang]'."),
+    tgt_own: str = typer.Option("drop", "--tgt-own", help="With one --tgt language, records of that language: "
+                                "drop (counted) or a language to pair them with instead."),
+    tgt_incomplete: str = typer.Option("error", "--tgt-incomplete", help="A verse without the --tgt language: "
+                                       "error (names it) or drop (the whole verse, counted)."),
     include_special: bool = typer.Option(False, "--include-special", help="Pool special tokens too."),
     dtype: str = typer.Option("float32", "--dtype"),
     device: str = typer.Option("cpu", "--device"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Capture pooled activations of a dataset into a resumable activation store."""
+    """Capture pooled activations of a dataset into a resumable activation store.
+
+    Encoder-decoders: without --tgt the decoder reads only its start prompt ('</s> [tgt_lang]'), so
+    decoder.embeddings is constant and deeper decoder rows see the source through cross-attention alone;
+    only the encoder's points are taken by default. With --tgt en the decoder is teacher-forced on the
+    English verse (the MT setting): decoder rows describe the translation as read given the source, and
+    encoder and decoder points are taken. --tgt each: one row per (text, other language of its verse),
+    label tgt_lang. What the decoder read is recorded in the store (dataset meta 'targets', 'tgt').
+    """
     from xlprobe.hooks.memory import fix_mmap_threshold
 
     fix_mmap_threshold()  # bounded peak memory over long runs (see xlprobe.hooks.memory); this process only
@@ -157,26 +174,37 @@ def capture(
     from xlprobe.hooks.extract import extract
     from xlprobe.loading import load_model
     from xlprobe.store import ActivationStore
-    from xlprobe.tasks import load_data
+    from xlprobe.tasks import load_data, with_targets
 
     command = "xlprobe " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0 = time.perf_counter()
     try:
         ds = load_data(data_spec, limit=limit, seed=seed)
+        if tgt:
+            ds = with_targets(ds, tgt, own=tgt_own, incomplete=tgt_incomplete, seed=seed)
+            t = ds.meta["targets"]
+            console.print(f"decoder: teacher-forced on the parallel verse in {', '.join(t['langs'])} "
+                          f"(from {t['pool']}): {t['n_rows']} rows from {t['n_sources']} texts; dropped "
+                          f"{t['dropped_own']} of the target's own language, {t['dropped_groups']} incomplete verse(s)")
         m, tok = load_model(model, device=device)
         store = ActivationStore.open(out)
-        if layer_spec is None and m.config.is_encoder_decoder:
+        if layer_spec is None and m.config.is_encoder_decoder and tgt:
+            layer_spec = "all"
+            console.print("layers: the encoder's and the decoder's (the decoder reads the teacher-forced target)")
+        elif layer_spec is None and m.config.is_encoder_decoder:
             # without target texts the decoder reads its start prompt (</s> [tgt_lang]) for every text:
             # decoder.embeddings is constant and deeper decoder states only echo the encoder through
             # cross-attention, so they are not captured unless asked for
             layer_spec = "encoder.*"
             console.print("layers: the encoder's (the decoder reads only its start prompt without targets; "
+                          "--tgt en|each|bible:en to teacher-force it on the parallel verse, or "
                           "--layers decoder.* to capture it anyway)")
         names = [s.strip() for s in (layer_spec or "all").split(",") if s.strip()]
         keys = extract(m, tok, ds, names, pooling=pooling, batch_size=batch_size, max_tokens=max_tokens,
                        max_length=max_length, tgt_lang=tgt_lang or None,
                        include_special=include_special, dtype=dtype, store=store, progress=True,
-                       provenance={"command": command, "model_spec": model, "data_spec": data_spec, "seed": seed})
+                       provenance={"command": command, "model_spec": model, "data_spec": data_spec, "seed": seed,
+                                   "tgt": tgt or None})
     except XlprobeError as err:
         _fail(err)
     table = Table(title=f"wrote {len(keys)} shard(s) to {out}")

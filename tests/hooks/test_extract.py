@@ -238,3 +238,29 @@ def test_max_tokens_caps_padded_batch_size_and_changes_no_value(tiny_model, text
         np.testing.assert_allclose(capped[k], plain[k], atol=1e-5)
     with pytest.raises(ConfigError, match="max_tokens"):
         extract(model, tok, texts, "encoder.0", max_tokens=0)
+
+
+def test_toy_mt_decoder_teacher_forced_on_the_parallel_verse_reads_the_translation():
+    from xlprobe.tasks import load_bible, with_targets
+    from xlprobe.toy import load
+
+    model, tok = load("mt")
+    ds = load_bible(["en", "fr", "de"], books="Ruth", limit=6)
+    plain = extract(model, tok, ds, ["encoder.final_norm", "decoder.embeddings", "decoder.0"])
+    paired = with_targets(ds, "en")
+    forced = extract(model, tok, paired, ["encoder.final_norm", "decoder.embeddings", "decoder.0"])
+    assert plain["decoder.embeddings"].std(axis=0).max() < 1e-5  # the start prompt alone: one row for all
+    emb = forced["decoder.embeddings"]
+    assert emb.std(axis=0).mean() > 1e-2 and not np.allclose(emb, plain["decoder.embeddings"][0], atol=1e-3)
+    rows = {r.id: i for i, r in enumerate(ds)}
+    src = [rows[r.id] for r in paired]  # ids are kept with one target language
+    np.testing.assert_allclose(forced["encoder.final_norm"], plain["encoder.final_norm"][src], atol=1e-5)
+    by_group = {}
+    for i, r in enumerate(paired):
+        by_group.setdefault(r.group, []).append(i)
+    for i, j in by_group.values():  # fr and de sources of a verse: the same English target...
+        np.testing.assert_allclose(emb[i], emb[j], atol=1e-5)  # ...read the same at the embeddings
+        assert not np.allclose(forced["decoder.0"][i], forced["decoder.0"][j], atol=1e-3)  # but not after cross-attn
+    each = with_targets(ds, "each")
+    out = extract(model, tok, each, ["decoder.embeddings"])
+    assert out["decoder.embeddings"].shape[0] == 36 == len({r.id for r in each})

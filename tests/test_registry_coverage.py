@@ -72,6 +72,7 @@ def test_every_per_layer_measure_writes_its_registered_name():
     names = _assert_registered(pd.DataFrame(rows))
     assert names == {s.name for s in specs}
     assert {r["task"] for r in rows if r["measure"].startswith("retrieval.")} == {"language"}  # reads languages
+    assert {r["task"] for r in rows if r["measure"].startswith("alignment.")} == {"language"}
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,11 @@ linear subspaces"). Bases come from a thin SVD; directions whose singular value 
 * **PWCCA** (Morcos, Raghu & Bengio 2018, "Insights on representational similarity in neural
   networks with canonical correlation", NeurIPS, eq. 1): a weighted mean sum_i alpha_i rho_i, with
   alpha_i proportional to sum_j |<h_i, z_j>|, h_i the i-th canonical variate (unit norm) and z_j the
-  j-th centred neuron of the same side. As in the authors' code (google/svcca, ``pwcca.py``) the
-  weights come from the side with fewer directions (X on a tie), so PWCCA is not symmetric in general.
-  All non-null directions are kept (no 99 % truncation), as in the paper.
+  j-th centred neuron of the same side. The weights come from the side with fewer directions, the
+  first argument on a tie, as in the authors' code (google/svcca ``pwcca.compute_pwcca``, which
+  always weights by its first argument): so PWCCA is not symmetric, even for equal widths. All
+  non-null directions are kept (no 99 % truncation), as in the paper. Where the values differ from
+  the reference code, and why, is in :func:`pwcca`'s notes.
 
 CCA overfits when n is not much larger than the number of directions: with k1 + k2 >= n the
 correlations are 1 whatever the data. A warning is logged when max(k1, k2) > n / 2.
@@ -133,25 +135,38 @@ def pwcca(X: np.ndarray, Y: np.ndarray, *, seed: int = 0) -> float:
     -------
     float
         In [0, 1]; sum_i alpha_i rho_i with alpha_i ~ sum_j |<h_i, z_j>| on the side with fewer
-        directions (X on a tie).
+        directions (X, the first argument, on a tie).
 
     Notes
     -----
-    Where this differs from Morcos et al.'s reference code (google/svcca, ``pwcca.compute_pwcca``),
-    on purpose:
+    Compared with Morcos et al.'s reference code (google/svcca ``pwcca.compute_pwcca``, commit 1f3fbf1),
+    transcribed in numpy in tests/probes/test_cca.py and equal to it to 1e-12 on the pinned case:
 
-    * The weights project the *centred* neurons on orthonormal canonical variates of the centred data.
-      The reference adds each neuron's mean back to the canonical variates before orthonormalising them
-      and projects the raw, uncentred activations, so its weights move with a constant offset of the
-      neurons, which CCA itself ignores; here a shift of X or Y changes nothing (tested).
-    * When Y has fewer directions, the reference builds Y's variates from ``acts1`` (X's activations);
-      here each side's variates come from its own data.
-    * The reference drops near-constant neurons by a variance threshold and can add ``epsilon`` to the
-      covariances; here the bases come from an SVD with a relative rank cut (:func:`svcca`'s basis).
+    1. *Directions.* The reference orthonormalises (QR) the rows ``u_i' (z - mean) + mean``, with u_i
+       the left singular vectors of Sxx^-1/2 Sxy Syy^-1/2. Without the whitening Sxx^-1/2 those are
+       rotated neurons, not the canonical variates h_i of the paper's equation (which the same
+       package's ``get_cca_similarity(compute_dirns=True)`` does compute, with ``invsqrt_xx``). Here
+       the h_i are the canonical variates.
+    2. *Offsets.* It adds each neuron's mean back to those rows and projects the raw, uncentred
+       neurons, so its weights move with a constant shift of the neurons, which CCA ignores. Here
+       both are centred, and a shift of X or Y changes nothing (tested).
 
-    So values differ from the reference's (measured once on the same seeded data: 0.779 here, 0.715 there). Both are
-    asymmetric when the two sides have the same number of directions: the weights come from X, so
-    ``pwcca(X, Y) != pwcca(Y, X)`` in general; average both orders for a symmetric score.
+    With those two steps changed (whitened, centred) the reference's algorithm gives this function's
+    value to 1e-12 (tested): they are the whole difference. On the pinned case (seed 0; X 300 x 6
+    plus 3.0, Y 300 x 8) the reference gives 0.8281 and this function 0.6226: centring alone takes
+    the reference to 0.6274, whitening then to 0.6226. On 300 x 12 vs 300 x 12 with no offset they
+    differ by whitening only: 0.8585 vs 0.8579.
+
+    3. *Which side.* The reference weights by its first argument: with equal widths (and nothing
+       dropped by its ``epsilon``) it takes ``acts1``, and with a wider first argument it raises
+       IndexError (its other branch indexes ``acts1`` with Y's mask; google/svcca pull request 9).
+       Here the side with fewer directions, X on a tie: the same side wherever the reference runs.
+       Both are therefore asymmetric on equal widths: ``pwcca(X, Y)`` weights by X's neurons and
+       ``pwcca(Y, X)`` by Y's (0.8579 vs 0.9458 on the 12-wide case; reference 0.8585 vs 0.9468).
+       Average both orders for a symmetric score.
+    4. *Rank.* The reference drops neurons whose variance is below ``epsilon`` (0 by default, so
+       none) and inverts covariances with ``pinv``; here the bases come from an SVD with a relative
+       rank cut (:func:`svcca`'s basis). The same on full-rank data.
     """
     A, B = _check_pair(X, Y)
     Qx, Ac = _basis(A, None, "X")

@@ -114,3 +114,66 @@ def test_pwcca_ignores_a_shift_and_is_asymmetric_on_equal_widths():
     shifted = pwcca(X + 50.0, Y - 7.0)  # CCA ignores a constant offset; so do these weights (centred neurons)
     assert abs(shifted - base) < 1e-9
     assert abs(pwcca(X, Y) - pwcca(Y, X)) > 1e-4  # equal widths: the weights come from the first argument
+
+
+# ------------------------------------------------------------------------------------------ google/svcca
+def _svcca_reference_pwcca(X: np.ndarray, Y: np.ndarray, *, whiten: bool = False, centre: bool = False) -> float:
+    """google/svcca's compute_pwcca (commit 1f3fbf1, epsilon=0) restated in numpy, on [items, neurons] arrays.
+
+    Covariances by np.cov, each scaled by its largest entry; u, s = SVD of Sxx^-1/2 Sxy Syy^-1/2 with
+    the inverse square roots from pinv + eigh; the rows u' (x - mean) + mean are orthonormalised by QR
+    and the raw neurons projected on them. ``whiten`` inserts Sxx^-1/2 (u' Sxx^-1/2: the canonical
+    weights) and ``centre`` drops the means, the two steps where :func:`pwcca` differs.
+    """
+    A, B = X.T, Y.T  # the reference's (neurons, datapoints) layout
+    assert A.shape[0] <= B.shape[0], "the reference raises IndexError when its first argument is wider"
+    C = np.cov(A, B)
+    d = A.shape[0]
+    Sxx, Sxy, Syy = C[:d, :d], C[:d, d:], C[d:, d:]
+    sx, sy = np.abs(Sxx).max(), np.abs(Syy).max()
+    Sxx, Syy, Sxy = Sxx / sx, Syy / sy, Sxy / np.sqrt(sx * sy)
+
+    def inv_sqrt(S):
+        w, V = np.linalg.eigh(np.linalg.pinv(S))
+        return V @ np.diag(np.sqrt(w)) @ V.T
+
+    u, s, _ = np.linalg.svd(inv_sqrt(Sxx) @ Sxy @ inv_sqrt(Syy))
+    mean = A.mean(axis=1, keepdims=True)
+    rows = (u.T @ inv_sqrt(Sxx) if whiten else u.T) @ (A - mean) + (0.0 if centre else mean)
+    P, _ = np.linalg.qr(rows.T)
+    weights = np.abs(P.T @ (A - mean if centre else A).T).sum(axis=1)
+    return float(np.sum(weights / weights.sum() * s))
+
+
+def _offset_case():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 6)) + 3.0
+    return X, X[:, :4] @ rng.standard_normal((4, 8)) + rng.standard_normal((300, 8))
+
+
+def _equal_widths_case():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 12))
+    return X, X @ rng.normal(size=(12, 12)) + 0.8 * rng.normal(size=(300, 12))
+
+
+def test_pwcca_differs_from_google_svcca_by_whitening_and_centring_only():
+    """The reference's numbers (pinned from google/svcca's own code) and the two steps that separate them."""
+    X, Y = _offset_case()
+    assert _svcca_reference_pwcca(X, Y) == pytest.approx(0.8281466920835108, abs=1e-12)  # compute_pwcca(X.T, Y.T)
+    assert _svcca_reference_pwcca(X, Y, centre=True) == pytest.approx(0.6274, abs=1e-4)
+    assert pwcca(X, Y) == pytest.approx(0.6226, abs=1e-4)
+    E, F = _equal_widths_case()
+    assert _svcca_reference_pwcca(E, F) == pytest.approx(0.8585096432597759, abs=1e-12)
+    assert _svcca_reference_pwcca(F, E) == pytest.approx(0.9468127149425127, abs=1e-12)
+    for A, B in ((X, Y), (E, F), (F, E)):
+        assert pwcca(A, B) == pytest.approx(_svcca_reference_pwcca(A, B, whiten=True, centre=True), abs=1e-12)
+    assert abs(_svcca_reference_pwcca(X + 50.0, Y) - _svcca_reference_pwcca(X, Y)) > 0.05  # the offset moves it
+
+
+def test_pwcca_weights_by_the_first_argument_on_equal_widths_as_the_reference_does():
+    E, F = _equal_widths_case()
+    assert pwcca(E, F) == pytest.approx(0.8579, abs=1e-4) and pwcca(F, E) == pytest.approx(0.9458, abs=1e-4)
+    # on unequal widths the narrower side weighs, whichever argument it is (the reference needs it first)
+    X, Y = _offset_case()
+    assert pwcca(Y, X) == pytest.approx(pwcca(X, Y), abs=1e-12)

@@ -11,19 +11,27 @@ Each measure is a float where higher means better separated:
   neighbour / nearest-centroid classifier.
 
 :func:`centroid_distances` gives the class-by-class distance matrix. ``metric`` is ``"cosine"`` or
-``"euclidean"`` (see :data:`METRICS`). Pairwise quantities are computed in row blocks, so memory is
-O(block x n), never n x n; everything is float64. The label-free shape of the cloud is in
+``"euclidean"`` (:data:`~xlprobe.probes.pairwise.METRICS`). Pairwise quantities are computed in row
+blocks (:mod:`xlprobe.probes.pairwise`), so memory is O(block x n), never n x n; everything is float64. The label-free shape of the cloud is in
 :mod:`xlprobe.probes.geometry`.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 
 from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.arrays import as_groups, as_labels, as_rep, check_int
+from xlprobe.probes.pairwise import (
+    METRICS,
+    check_metric,
+    distances,
+    one_hot,
+    prepare_rows,
+    similarities,
+    unit_norm_rows,
+)
 from xlprobe.registry import register_measure
 
 __all__ = ["fisher_ratio", "silhouette", "knn_accuracy", "knn_correct", "nearest_centroid_accuracy", "centroid_distances",
@@ -31,61 +39,9 @@ __all__ = ["fisher_ratio", "silhouette", "knn_accuracy", "knn_correct", "nearest
 
 logger = logging.getLogger(__name__)
 
-#: The metrics a pairwise measure accepts.
-METRICS = ("cosine", "euclidean")
-
-
-# ------------------------------------------------------------------------------------------ helpers
-def _check_metric(metric: Any) -> str:
-    if metric not in METRICS:
-        raise ConfigError(f"metric must be one of {list(METRICS)}; got {metric!r}",
-                          hint="pass metric='cosine' or metric='euclidean'")
-    return str(metric)
-
-
-def _unit_rows(A: np.ndarray, name: str = "X") -> np.ndarray:
-    """Rows scaled to unit L2 norm; DataError when a row has zero norm (its cosine is undefined)."""
-    norms = np.linalg.norm(A, axis=1)
-    zero = np.flatnonzero(norms == 0)
-    if zero.size:
-        raise DataError(f"{name} has {zero.size} row(s) with zero norm (rows {zero[:5].tolist()}"
-                        f"{' ...' if zero.size > 5 else ''}); cosine similarity is undefined for them",
-                        hint="drop those rows (padding? an empty text?) or use metric='euclidean'")
-    return A / norms[:, None]
-
-
-def _prepare(A: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Rows to compare and their squared norms: unit rows (cosine) or centred rows (euclidean).
-
-    Centring does not change euclidean distances and reduces cancellation in |a|^2 - 2ab + |b|^2.
-    """
-    P = _unit_rows(A) if metric == "cosine" else A - A.mean(axis=0)
-    return P, np.einsum("ij,ij->i", P, P)
-
-
-def _similarity(P: np.ndarray, sq: np.ndarray, rows: slice, metric: str) -> np.ndarray:
-    """[block, n] scores whose order is nearest-first: cosine similarity, or -|x_j|^2 + 2 x_i.x_j
-    (euclidean: -|x_i - x_j|^2 up to the row's own constant |x_i|^2)."""
-    G = P[rows] @ P.T
-    return G if metric == "cosine" else 2.0 * G - sq[None, :]
-
-
-def _distances(P: np.ndarray, sq: np.ndarray, rows: slice, metric: str) -> np.ndarray:
-    """[block, n] distances as scikit-learn defines them (1 - cos clipped to [0, 2]; euclidean), self 0."""
-    G = P[rows] @ P.T
-    if metric == "cosine":
-        D = np.clip(1.0 - G, 0.0, 2.0)
-    else:
-        D = np.sqrt(np.maximum(sq[rows, None] - 2.0 * G + sq[None, :], 0.0))
-    r = np.arange(rows.start, rows.stop)
-    D[r - rows.start, r] = 0.0
-    return D
-
-
-def _one_hot(codes: np.ndarray, k: int) -> np.ndarray:
-    H = np.zeros((codes.size, k))
-    H[np.arange(codes.size), codes] = 1.0
-    return H
+#: Rows scaled to unit norm, DataError on a zero row (:func:`~xlprobe.probes.pairwise.unit_norm_rows`); the
+#: name geometry.py imports.
+_unit_rows = unit_norm_rows
 
 
 # ------------------------------------------------------------------------------------------ separability
@@ -119,7 +75,7 @@ def fisher_ratio(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
     as_groups(groups, A.shape[0])
     A = A - A.mean(axis=0)
     counts = np.bincount(codes, minlength=classes.size).astype(np.float64)
-    means = _one_hot(codes, classes.size).T @ A / counts[:, None]
+    means = one_hot(codes, classes.size).T @ A / counts[:, None]
     between = float(counts @ np.einsum("ij,ij->i", means, means))
     within = float(np.sum((A - means[codes]) ** 2))
     if between + within == 0:
@@ -174,7 +130,7 @@ def silhouette(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, *
     float
         In [-1, 1]; higher is better separated.
     """
-    metric = _check_metric(metric)
+    metric = check_metric(metric)
     max_items = check_int("max_items", max_items, 2)
     block = check_int("block", block, 1)
     A = as_rep(X, min_rows=2)
@@ -192,13 +148,13 @@ def silhouette(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, *
         logger.debug("silhouette: scoring %d of %d items (stratified, seed=%d)", idx.size, A.shape[0], seed)
         A, codes = A[idx], codes[idx]
     n = A.shape[0]
-    P, sq = _prepare(A, metric)
-    H = _one_hot(codes, k)
+    P, sq = prepare_rows(A, metric)
+    H = one_hot(codes, k)
     counts = np.bincount(codes, minlength=k).astype(np.float64)
     s = np.zeros(n)
     for start in range(0, n, block):
         rows = slice(start, min(start + block, n))
-        sums = _distances(P, sq, rows, metric) @ H  # [block, K] summed distances to each class
+        sums = distances(P, sq, rows, metric) @ H  # [block, K] summed distances to each class
         own = codes[rows]
         r = np.arange(sums.shape[0])
         n_own = counts[own]
@@ -282,7 +238,7 @@ def knn_correct(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, 
     """
     if not exclude_group:
         groups = None
-    metric = _check_metric(metric)
+    metric = check_metric(metric)
     k = check_int("k", k, 1)
     block = check_int("block", block, 1)
     A = as_rep(X, min_rows=2)
@@ -296,14 +252,14 @@ def knn_correct(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, 
                         f"(e.g. row {int(short[0])}: {n - int(own_size[short[0]])} outside "
                         f"{'itself' if g is None else 'its group'})",
                         hint="lower k, or pass more items" + ("" if g is None else " / smaller groups"))
-    P, sq = _prepare(A, metric)
+    P, sq = prepare_rows(A, metric)
     if g is not None:  # members of each group, to blank out a block's (row, group mate) pairs
         by_group = np.argsort(g, kind="stable")
         group_start = np.concatenate([[0], np.cumsum(np.bincount(g))])
     correct = np.zeros(n)
     for start in range(0, n, block):
         rows = slice(start, min(start + block, n))
-        S = _similarity(P, sq, rows, metric)
+        S = similarities(P, sq, rows, metric)
         b = S.shape[0]
         if g is None:
             S[np.arange(b), np.arange(start, rows.stop)] = -np.inf
@@ -361,14 +317,14 @@ def nearest_centroid_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray |
     float
         Accuracy in [0, 1]; near 1/K for labels unrelated to X (K balanced classes).
     """
-    metric = _check_metric(metric)
+    metric = check_metric(metric)
     A = as_rep(X, min_rows=2)
     n = A.shape[0]
     codes, classes = as_labels(y, n)
     as_groups(groups, n)
-    P, sq = _prepare(A, metric)
+    P, sq = prepare_rows(A, metric)
     counts = np.bincount(codes, minlength=classes.size).astype(np.float64)
-    sums = _one_hot(codes, classes.size).T @ P  # [K, d]
+    sums = one_hot(codes, classes.size).T @ P  # [K, d]
     r = np.arange(n)
     n_own = counts[codes]
     G = P @ sums.T  # [n, K]
@@ -412,18 +368,18 @@ def centroid_distances(X: np.ndarray, y: np.ndarray, *, metric: str = "cosine") 
     matrix : array [K, K]
         Symmetric float64 distances with a zero diagonal.
     """
-    metric = _check_metric(metric)
+    metric = check_metric(metric)
     A = as_rep(X)
     codes, classes = as_labels(y, A.shape[0])
-    P, _ = _prepare(A, metric)
+    P, _ = prepare_rows(A, metric)
     counts = np.bincount(codes, minlength=classes.size).astype(np.float64)
-    C = _one_hot(codes, classes.size).T @ P / counts[:, None]
+    C = one_hot(codes, classes.size).T @ P / counts[:, None]
     if metric == "cosine":
         zero = np.flatnonzero(np.linalg.norm(C, axis=1) == 0)
         if zero.size:
             raise DataError(f"the centroid of class(es) {classes[zero].tolist()} is zero, so its cosine "
                             "distance is undefined", hint="use metric='euclidean'")
-        D = np.clip(1.0 - _unit_rows(C) @ _unit_rows(C).T, 0.0, 2.0)
+        D = np.clip(1.0 - unit_norm_rows(C) @ unit_norm_rows(C).T, 0.0, 2.0)
     else:
         D = np.sqrt(np.maximum(((C[:, None, :] - C[None, :, :]) ** 2).sum(-1), 0.0))
     D = (D + D.T) / 2.0

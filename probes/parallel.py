@@ -26,7 +26,7 @@ from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.arrays import as_groups, as_labels
 
 __all__ = ["ParallelIndex", "parallel_index", "pair_rows", "check_choice", "warn_skipped", "per_item_scores",
-           "unit_rows", "CENTERS"]
+           "language_unit_rows", "CENTERS"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def warn_skipped(skipped: list[tuple[Any, Any]], why: str, stacklevel: int) -> N
     warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel + 1)
 
 
-def unit_rows(A: np.ndarray, par: ParallelIndex, center: str) -> np.ndarray:
+def language_unit_rows(A: np.ndarray, par: ParallelIndex, center: str) -> np.ndarray:
     """Centre each language (if asked) and scale rows to unit norm, in place (A must be a private copy).
 
     The centring subtracts each language's mean over all of its items, so it does not depend on the

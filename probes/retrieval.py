@@ -63,9 +63,9 @@ from xlprobe.probes.parallel import (
     CENTERS,
     ParallelIndex,
     check_choice,
+    language_unit_rows,
     parallel_index,
     per_item_scores,
-    unit_rows,
     warn_skipped,
 )
 from xlprobe.registry import register_measure
@@ -188,7 +188,7 @@ def _retrieve(X: Any, langs: Any, groups: Any, *, center: str, scoring: str, k: 
     center, scoring, k, block = _check_options(center, scoring, k, block)
     A = as_rep(X, "X", copy=True, min_rows=2)
     par = parallel_index(langs, groups, A.shape[0], langs_name)
-    U = unit_rows(A, par, center)
+    U = language_unit_rows(A, par, center)
     L = len(par.langs)
     p, n = np.full((L, L), np.nan), np.zeros((L, L), dtype=np.int64)
     correct, targets = np.zeros(A.shape[0]), np.zeros(A.shape[0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -251,7 +251,7 @@ class LinearProbe(TorchProbe):
 
 
 
-def fit_many(probe: LinearProbe, problems: Sequence[tuple[Any, Any]]) -> list[LinearProbe]:
+def fit_many(probe: LinearProbe, problems: Iterable[tuple[Any, Any]]) -> list[LinearProbe]:
     """Fit a clone of ``probe`` on each (X, y) in turn, each started from the previous fit's weights.
 
     For problems that share most of their data (the folds of a cross-validation, control labellings on

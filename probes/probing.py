@@ -37,6 +37,7 @@ from xlprobe.folds import kfold_units
 from xlprobe.probes.arrays import as_rep, check_float, check_int
 from xlprobe.probes.classifiers import fit_probe, make_probe, probe_measure, probe_name
 from xlprobe.probes.controls import CONTROLS, control_task_labels, majority_predictions, shuffled_labels
+from xlprobe.probes.linear import LinearProbe, fit_many
 from xlprobe.probes.stats import bootstrap_ci
 from xlprobe.registry import register_measure
 from xlprobe.results import make_row, results_frame
@@ -48,17 +49,26 @@ log = logging.getLogger(__name__)
 
 def cross_val_predict_groups(probe: Any, X: Any, y: Any, groups: Any, folds: Sequence[tuple[np.ndarray, np.ndarray]]
                              ) -> np.ndarray:
-    """Out-of-fold predictions of ``probe`` (cloned per fold) for every item of the folds' test sides."""
+    """Out-of-fold predictions of ``probe`` (cloned per fold) for every item of the folds' test sides.
+
+    A ``LinearProbe`` fits the folds with ``fit_many``: each fold starts from the previous fold's optimum
+    (each still reaches its own, to the probe's ``tol``); any other estimator is fitted per fold from scratch.
+    """
     A = as_rep(X, "X", dtype=np.float32)
     y = np.asarray(y)
     g = np.asarray(groups)
     pred = np.empty(len(y), dtype=y.dtype)
     seen = np.zeros(len(y), dtype=bool)
-    for train, test in folds:
-        if np.unique(y[train]).size < 2:
+    fits = [np.unique(y[train]).size >= 2 for train, _ in folds]
+    warm = iter(fit_many(probe, ((A[tr], y[tr]) for (tr, _), ok in zip(folds, fits) if ok))
+                if isinstance(probe, LinearProbe) else ())
+    for (train, test), ok in zip(folds, fits):
+        if not ok:
             pred[test] = majority_predictions(y[train], len(test))
         else:
-            pred[test] = fit_probe(probe, A[train], y[train], g[train]).predict(A[test])
+            est = next(warm, None)
+            est = fit_probe(probe, A[train], y[train], g[train]) if est is None else est
+            pred[test] = est.predict(A[test])
         seen[test] = True
     if not seen.all():
         raise DataError(f"{int((~seen).sum())} item(s) are in no test fold", hint="folds must cover every item")

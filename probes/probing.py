@@ -38,6 +38,7 @@ from xlprobe.probes.arrays import as_rep, check_float, check_int
 from xlprobe.probes.classifiers import fit_probe, make_probe, probe_measure, probe_name
 from xlprobe.probes.controls import CONTROLS, control_task_labels, majority_predictions, shuffled_labels
 from xlprobe.probes.linear import LinearProbe, fit_many
+from xlprobe.probes.paired import draws_interval
 from xlprobe.probes.stats import bootstrap_ci
 from xlprobe.registry import register_measure
 from xlprobe.results import make_row, results_frame
@@ -125,6 +126,40 @@ def _majority_correct(labels: np.ndarray, folds: list[tuple[np.ndarray, np.ndarr
     return pred == labels
 
 
+def labellings(y: np.ndarray, controls: Sequence[str], types: Any, n_draws: int, seed: int
+               ) -> dict[str, list[np.ndarray]]:
+    """The task's labels and, per random control, ``n_draws`` seeded draws of its labels."""
+    out = {"task": [y]}
+    if "shuffled" in controls:
+        out["shuffled"] = [shuffled_labels(y, seed=seed + d) for d in range(n_draws)]
+    if "control-task" in controls:
+        out["control-task"] = [control_task_labels(types, y, seed=seed + d) for d in range(n_draws)]
+    return out
+
+
+def embedding_layer(layer: str, layers: Sequence[str]) -> str | None:
+    """The embedding output on the same side as ``layer`` (``encoder.3`` -> ``encoder.embeddings``), if captured."""
+    side = layer.rsplit(".", 1)[0] if "." in layer else ""
+    name = f"{side}.embeddings" if side else "embeddings"
+    return name if name in layers and name != layer else None
+
+
+def _interval(scores: np.ndarray, gcodes: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[float, ...]:
+    """Mean of per-item scores [n, D] over items and draws, and its cluster (and draw) bootstrap interval."""
+    if n_boot == 0:
+        return float(scores.mean()), float("nan"), float("nan")
+    return draws_interval(scores, gcodes, n_boot=n_boot, ci=ci, seed=seed)
+
+
+def _corrected(correct: np.ndarray, chance: np.ndarray) -> np.ndarray | None:
+    """Chance-corrected per-item gain (correct - majority) / (1 - floor) per draw; None if every floor is 1."""
+    floor = chance.mean(axis=0)
+    keep = floor < 1.0
+    if not keep.any():
+        return None
+    return (correct[:, keep] - chance[:, keep]) / (1.0 - floor[keep])
+
+
 _TABLE = dict(kind="table", direction="higher_better")
 
 
@@ -156,7 +191,10 @@ def probe_layers(
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
-) -> pd.DataFrame:
+    n_draws: int = 5,
+    control_reps: Mapping[str, Any] | None = None,
+    return_items: bool = False,
+) -> Any:
     """Probe every layer with ``k``-fold group cross-validation and its controls; the tidy results table.
 
     Parameters
@@ -187,24 +225,41 @@ def probe_layers(
     seed : int, default 0
         Seeds the folds, the shuffled labels, the control task, the bootstrap and the probe (its
         ``random_state``, where it has one and it is None; a probe's own ``random_state`` is kept).
+    n_draws : int, default 5
+        Draws of each random control labelling (``shuffled``, ``control-task``), seeds ``seed`` to
+        ``seed + n_draws - 1``. A control row's value is the mean over draws; its interval pairs each
+        bootstrap resample of groups with a random draw, so the draws' spread is inside it (one draw of
+        the control task moved selectivity by more than its interval's half-width).
+    control_reps : mapping, optional
+        Control *representations*, ``{name: X}`` (one array for every layer) or ``{name: {layer: X}}``
+        (matched by layer name): e.g. ``{"random-init": ...}``, the same architecture with random
+        weights captured on the same items. Each is probed for the task once per layer, on the same
+        folds, giving a ``probe.linear`` row and a ``probe.linear.selectivity`` row (task accuracy minus
+        the control representation's) with ``control`` its name and ``ref_layer`` its layer.
+    return_items : bool, default False
+        Also return ``{(checkpoint, layer): per-item out-of-fold task correctness [n]}``, what paired
+        comparisons between checkpoints resample (:func:`xlprobe.probes.paired.paired_item_stats`).
 
     Returns
     -------
-    pandas.DataFrame
+    pandas.DataFrame, or (DataFrame, dict) with ``return_items``
         Rows ``checkpoint, layer, measure, value, ci_low, ci_high, n, task, control, seed``: measure
         ``probe.linear`` (or ``probe.mlp``; ``probe.estimator`` for another classifier, whose class
         is in an extra ``probe`` column) for the task (control missing) and each control, and
-        ``probe.linear.selectivity`` (control ``control-task``), and, with the ``majority`` control,
-        ``probe.linear.chance_corrected`` for the task and each probed control labelling: (acc - majority) / (1 - majority), with the
-        majority baseline of that same labelling on the same folds, so 0 means no better than always
-        answering the training folds' most frequent class and 1 means perfect, whatever the class
-        balance (a labelling nested in the language, like the control task on sentences, has a high
-        majority; its raw accuracy says little until corrected). Its interval resamples groups with
-        the denominator held at its full-data value.
+        ``probe.linear.selectivity`` rows: against the control task (``control-task``), against the
+        checkpoint's own embedding output on the same side (``embeddings``, ``ref_layer`` naming it,
+        for every other layer when the embeddings were captured), and against each control
+        representation. With the ``majority`` control, ``probe.linear.chance_corrected`` for the task
+        and each random control labelling: (acc - majority) / (1 - majority), with the majority
+        baseline of that same labelling on the same folds, so 0 means no better than always answering
+        the training folds' most frequent class and 1 means perfect, whatever the class balance (a
+        labelling nested in the language, like the control task on sentences, has a high majority;
+        its raw accuracy says little until corrected). Its interval resamples groups with the
+        denominator held at its full-data value. Every interval is a cluster bootstrap over ``groups``
+        of per-item scores (:func:`xlprobe.probes.paired.draws_interval`).
     """
     probe = make_probe(probe, seed=seed)  # an explicit random_state (0 included) is kept
-    k = check_int("k", k, 2)
-    n_boot = check_int("n_boot", n_boot, 0)
+    k, n_boot, n_draws = check_int("k", k, 2), check_int("n_boot", n_boot, 0), check_int("n_draws", n_draws, 1)
     ci = check_float("ci", ci, 0.0, 1.0, open_low=True, open_high=True)
     bad = [c for c in controls if c not in CONTROLS]
     if bad:
@@ -213,6 +268,56 @@ def probe_layers(
     y = np.asarray(y)
     n = len(y)
     g = np.asarray(groups)
+    _check_inputs(items, y, g, controls, types)
+    folds = kfold_units(g, k, seed)
+    _, gcodes = np.unique(g, return_inverse=True)
+    labels = labellings(y, controls, types, n_draws, seed)
+    name = probe_measure(probe)
+    # a caller-given classifier's rows are probe.estimator: its class goes in the probe column
+    extra = {"probe": probe_name(probe)} if name == "probe.estimator" else {}
+
+    def fit_correct(X: Any, labs: list[np.ndarray]) -> np.ndarray:
+        return np.stack([cross_val_predict_groups(probe, X, lab, g, folds) == lab for lab in labs], axis=1).astype(float)
+
+    controls_by_layer = _control_correctness(control_reps, items, y, fit_correct)
+    task_correct: dict[tuple[str, str], np.ndarray] = {}
+    rows: list[dict] = []
+    for c, layer, X in items:
+        correct = {which: fit_correct(X, labs) for which, labs in labels.items()}
+        chance = {which: np.stack([_majority_correct(lab, folds) for lab in labs], axis=1).astype(float)
+                  for which, labs in labels.items()}
+        if "majority" in controls:
+            correct["majority"] = chance["task"]
+        task_correct[c, layer] = correct["task"][:, 0]
+        base = dict(checkpoint=c, layer=layer, n=n, task=task, seed=seed, **extra)
+
+        def row(measure: str, scores: np.ndarray, control: str | None, **more: Any) -> None:
+            value, lo, hi = _interval(scores, gcodes, n_boot, ci, seed)
+            rows.append(make_row(measure=measure, value=value, ci_low=lo, ci_high=hi, control=control,
+                                 **base, **more))
+
+        for which in ("task", *[x for x in CONTROLS if x in correct]):
+            row(name, correct[which], None if which == "task" else which)
+        for which in (correct if "majority" in controls else ()):
+            gain = None if which == "majority" else _corrected(correct[which], chance[which])
+            if gain is not None:
+                row(f"{name}.chance_corrected", gain, None if which == "task" else which)
+        if "control-task" in correct:
+            row(f"{name}.selectivity", correct["task"] - correct["control-task"], "control-task")
+        for ctrl, (ctrl_layer, ctrl_correct) in controls_by_layer.get(layer, {}).items():
+            row(name, ctrl_correct, ctrl, ref_layer=ctrl_layer)
+            row(f"{name}.selectivity", correct["task"] - ctrl_correct, ctrl, ref_layer=ctrl_layer)
+        log.info("%s %s: %s %.3f", c, layer, name, float(correct["task"].mean()))
+    rows += _embedding_rows(task_correct, gcodes, lambda s, *a: _interval(s[:, None], *a), n_boot, ci, seed,
+                            name=name, n=n, task=task, extra=extra)
+    df = results_frame(rows)
+    return (df, task_correct) if return_items else df
+
+
+def _check_inputs(items: list[tuple[str, str, Any]], y: np.ndarray, g: np.ndarray, controls: Sequence[str],
+                  types: Any) -> None:
+    """Raise on groups, labels or layers that do not fit together, or a control task without types."""
+    n = len(y)
     if g.ndim != 1 or len(g) != n:
         raise DataError(f"groups must be 1-D with one entry per label ({n}); got shape {g.shape}",
                         hint="pass the parallel-group (or book) id of every item")
@@ -226,41 +331,40 @@ def probe_layers(
     if "control-task" in controls and types is None:
         raise ConfigError("the control task needs item types (types=...)",
                           hint="pass types=first_word_types(texts), or leave 'control-task' out of controls")
-    folds = kfold_units(g, k, seed)
-    _, gcodes = np.unique(g, return_inverse=True)
-    labels = {"task": y}
-    if "shuffled" in controls:
-        labels["shuffled"] = shuffled_labels(y, seed=seed)
-    if "control-task" in controls:
-        labels["control-task"] = control_task_labels(types, y, seed=seed)
-    name = probe_measure(probe)
-    # a caller-given classifier's rows are probe.estimator: its class goes in the probe column
-    extra = {"probe": probe_name(probe)} if name == "probe.estimator" else {}
-    rows: list[dict] = []
-    for c, layer, X in items:
-        correct: dict[str, np.ndarray] = {}
-        for which, lab in labels.items():
-            pred = cross_val_predict_groups(probe, X, lab, g, folds)
-            correct[which] = pred == lab
-        chance = {which: _majority_correct(lab, folds) for which, lab in labels.items()}
-        if "majority" in controls:
-            correct["majority"] = chance["task"]
-        base = dict(checkpoint=c, layer=layer, n=n, task=task, seed=seed, **extra)
-        for which in ("task", *[x for x in CONTROLS if x in correct]):
-            value, lo, hi = accuracy_interval(correct[which], gcodes, n_boot, ci, seed)
-            rows.append(make_row(measure=name, value=value, ci_low=lo, ci_high=hi,
-                                 control=None if which == "task" else which, **base))
-        for which, base_correct in (chance.items() if "majority" in controls else ()):
-            floor = float(base_correct.mean())
-            if floor < 1.0:
-                gain = (correct[which].astype(np.float64) - base_correct) / (1.0 - floor)
-                value, lo, hi = accuracy_interval(gain, gcodes, n_boot, ci, seed)
-                rows.append(make_row(measure=f"{name}.chance_corrected", value=value, ci_low=lo, ci_high=hi,
-                                     control=None if which == "task" else which, **base))
-        if "control-task" in correct:
-            diff = correct["task"].astype(np.float64) - correct["control-task"]
-            value, lo, hi = accuracy_interval(diff, gcodes, n_boot, ci, seed)
-            rows.append(make_row(measure=f"{name}.selectivity", value=value, ci_low=lo, ci_high=hi,
-                                 control="control-task", **base))
-        log.info("%s %s: %s %.3f", c, layer, name, float(correct["task"].mean()))
-    return results_frame(rows)
+
+
+def _control_correctness(control_reps: Mapping[str, Any] | None, items: list[tuple[str, str, Any]],
+                         y: np.ndarray, fit_correct: Any) -> dict[str, dict[str, tuple[str, np.ndarray]]]:
+    """Per layer, per control representation: (its layer, its out-of-fold task correctness [n, 1]), fitted once."""
+    out: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
+    for ctrl, rep in (control_reps or {}).items():
+        cache: dict[str, np.ndarray] = {}
+        for _, layer, _ in items:
+            if isinstance(rep, Mapping):
+                if layer not in rep:
+                    continue
+                ctrl_layer, X = layer, rep[layer]
+            else:
+                ctrl_layer, X = "*", rep
+            if len(X) != len(y):
+                raise DataError(f"control representation {ctrl!r} ({ctrl_layer}) has {len(X)} rows but y has "
+                                f"{len(y)}", hint="capture the control on the same items as the checkpoints")
+            if ctrl_layer not in cache:
+                cache[ctrl_layer] = fit_correct(X, [y])
+            out.setdefault(layer, {})[ctrl] = (ctrl_layer, cache[ctrl_layer])
+    return out
+
+
+def _embedding_rows(task_correct: dict[tuple[str, str], np.ndarray], gcodes: np.ndarray, interval: Any,
+                    n_boot: int, ci: float, seed: int, *, name: str, n: int, task: str, extra: dict) -> list[dict]:
+    """Selectivity of every layer against its own checkpoint's embedding output (control ``embeddings``)."""
+    rows = []
+    for (c, layer), correct in task_correct.items():
+        emb = embedding_layer(layer, [la for (cc, la) in task_correct if cc == c])
+        if emb is None:
+            continue
+        value, lo, hi = interval(correct - task_correct[c, emb], gcodes, n_boot, ci, seed)
+        rows.append(make_row(measure=f"{name}.selectivity", value=value, ci_low=lo, ci_high=hi,
+                             control="embeddings", ref_layer=emb, checkpoint=c, layer=layer, n=n, task=task,
+                             seed=seed, **extra))
+    return rows

@@ -52,8 +52,8 @@ def cross_val_predict_groups(probe: Any, X: Any, y: Any, groups: Any, folds: Seq
                              ) -> np.ndarray:
     """Out-of-fold predictions of ``probe`` (cloned per fold) for every item of the folds' test sides.
 
-    A ``LinearProbe`` fits the folds with ``fit_many``: each fold starts from the previous fold's optimum
-    (each still reaches its own, to the probe's ``tol``); any other estimator is fitted per fold from scratch.
+    A ``LinearProbe``'s folds are fitted together by ``fit_many`` (one batched L-BFGS; each fold's fit is
+    the one ``fit`` gives); any other estimator is fitted fold by fold.
     """
     A = as_rep(X, "X", dtype=np.float32)
     y = np.asarray(y)

@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from xlprobe.errors import ConfigError, DataError
 from xlprobe.folds import kfold_units
@@ -151,6 +150,21 @@ def _interval(scores: np.ndarray, gcodes: np.ndarray, n_boot: int, ci: float, se
     return draws_interval(scores, gcodes, n_boot=n_boot, ci=ci, seed=seed)
 
 
+def kappa_scores(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-item Cohen's kappa scores (correct - p_e) / (1 - p_e); their mean is kappa (Cohen 1960).
+
+    p_e = sum_k P(label k) P(predicted k), the agreement of predictions independent of the labels with
+    the same marginals: 0 for a probe that learnt nothing, whatever the class balance.
+    """
+    classes, inv = np.unique(np.concatenate([labels, pred]), return_inverse=True)
+    n = len(labels)
+    true_p = np.bincount(inv[:n], minlength=classes.size) / n
+    pred_p = np.bincount(inv[n:], minlength=classes.size) / n
+    p_e = float(true_p @ pred_p)
+    correct = (pred == labels).astype(np.float64)
+    return correct - p_e if p_e >= 1.0 else (correct - p_e) / (1.0 - p_e)
+
+
 def _corrected(correct: np.ndarray, chance: np.ndarray) -> np.ndarray | None:
     """Chance-corrected per-item gain (correct - majority) / (1 - floor) per draw; None if every floor is 1."""
     floor = chance.mean(axis=0)
@@ -246,7 +260,12 @@ def probe_layers(
         Rows ``checkpoint, layer, measure, value, ci_low, ci_high, n, task, control, seed``: measure
         ``probe.linear`` (or ``probe.mlp``; ``probe.estimator`` for another classifier, whose class
         is in an extra ``probe`` column) for the task (control missing) and each control, and
-        ``probe.linear.selectivity`` rows: against the control task (``control-task``), against the
+        ``probe.linear.selectivity`` rows: against the control task (``control-task``: Cohen's kappa of the
+        task minus the control task's, :func:`kappa_scores`, since the control labels, nested in the
+        language through the item types, are less balanced than the task: raw accuracies made a
+        representation with no information look negatively selective, majority-corrected ones
+        positively, as a probe without information falls below the majority of an unbalanced
+        labelling; kappa is 0 for it either way), against the
         checkpoint's own embedding output on the same side (``embeddings``, ``ref_layer`` naming it,
         for every other layer when the embeddings were captured), and against each control
         representation. With the ``majority`` control, ``probe.linear.chance_corrected`` for the task
@@ -276,14 +295,21 @@ def probe_layers(
     # a caller-given classifier's rows are probe.estimator: its class goes in the probe column
     extra = {"probe": probe_name(probe)} if name == "probe.estimator" else {}
 
+    def fit_scores(X: Any, labs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold correctness [n, D] of each labelling, and Cohen's kappa scores [n, D] beside it."""
+        preds = [cross_val_predict_groups(probe, X, lab, g, folds) for lab in labs]
+        correct = np.stack([p == lab for p, lab in zip(preds, labs)], axis=1).astype(float)
+        return correct, np.stack([kappa_scores(p, lab) for p, lab in zip(preds, labs)], axis=1)
+
     def fit_correct(X: Any, labs: list[np.ndarray]) -> np.ndarray:
-        return np.stack([cross_val_predict_groups(probe, X, lab, g, folds) == lab for lab in labs], axis=1).astype(float)
+        return fit_scores(X, labs)[0]
 
     controls_by_layer = _control_correctness(control_reps, items, y, fit_correct)
     task_correct: dict[tuple[str, str], np.ndarray] = {}
     rows: list[dict] = []
     for c, layer, X in items:
-        correct = {which: fit_correct(X, labs) for which, labs in labels.items()}
+        fitted = {which: fit_scores(X, labs) for which, labs in labels.items()}
+        correct = {which: v[0] for which, v in fitted.items()}
         chance = {which: np.stack([_majority_correct(lab, folds) for lab in labs], axis=1).astype(float)
                   for which, labs in labels.items()}
         if "majority" in controls:
@@ -291,7 +317,7 @@ def probe_layers(
         task_correct[c, layer] = correct["task"][:, 0]
         base = dict(checkpoint=c, layer=layer, n=n, task=task, seed=seed, **extra)
 
-        def row(measure: str, scores: np.ndarray, control: str | None, **more: Any) -> None:
+        def row(measure: str, scores: np.ndarray, control: str | None, base: dict = base, **more: Any) -> None:
             value, lo, hi = _interval(scores, gcodes, n_boot, ci, seed)
             rows.append(make_row(measure=measure, value=value, ci_low=lo, ci_high=hi, control=control,
                                  **base, **more))
@@ -302,8 +328,8 @@ def probe_layers(
             gain = None if which == "majority" else _corrected(correct[which], chance[which])
             if gain is not None:
                 row(f"{name}.chance_corrected", gain, None if which == "task" else which)
-        if "control-task" in correct:
-            row(f"{name}.selectivity", correct["task"] - correct["control-task"], "control-task")
+        if "control-task" in correct:  # kappa on both sides: their class balances differ
+            row(f"{name}.selectivity", fitted["task"][1] - fitted["control-task"][1], "control-task")
         for ctrl, (ctrl_layer, ctrl_correct) in controls_by_layer.get(layer, {}).items():
             row(name, ctrl_correct, ctrl, ref_layer=ctrl_layer)
             row(f"{name}.selectivity", correct["task"] - ctrl_correct, ctrl, ref_layer=ctrl_layer)

@@ -157,3 +157,63 @@ def test_probe_random_state_is_kept_and_none_takes_the_seed():
     seen5, acc5 = run(5, 5)
     assert (seen0, seen1, seen_none, seen5) == ({0}, {1}, {5}, {5})
     assert acc0 != acc1 and acc_none == acc5
+
+
+def _nested_types(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """First-word-like types nested in the language, one frequent type per language (and / und / y)."""
+    word = np.where(rng.random(len(y)) < 0.35, 0, rng.integers(1, 25, len(y)))
+    return np.asarray([f"{lang}:{w}" for lang, w in zip(y, word)])
+
+
+def test_a_representation_with_no_information_scores_zero_not_negative():
+    X, y, g, rng = parallel(n_groups=120)
+    noise = rng.normal(size=X.shape)
+    df = probe_layers({"noise": noise}, y, g, types=_nested_types(y, rng), n_boot=300, seed=0)
+    for measure, control in (("probe.linear.chance_corrected", None), ("probe.linear.selectivity", "control-task")):
+        r = df[(df.measure == measure) & ((df.control == control) if control else df.control.isna())].iloc[0]
+        assert abs(r.value) < 0.06, (measure, r.value)
+        assert r.ci_low <= 0.0 <= r.ci_high, (measure, r.ci_low, r.ci_high)
+
+
+def test_language_only_representation_against_a_control_carrying_language_has_zero_selectivity():
+    rng = np.random.default_rng(0)
+    y, g = np.tile(np.arange(4), 100), np.repeat(np.arange(100), 4)
+    means = rng.normal(size=(4, 16)) * 0.6
+    rotation = np.linalg.qr(rng.normal(size=(16, 16)))[0]
+    X = means[y] + rng.normal(size=(400, 16))
+    control = means[y] @ rotation + rng.normal(size=(400, 16))  # the same language signal, other axes and noise
+    df = probe_layers({"encoder.1": X}, y, g, controls=("majority",), control_reps={"random-init": control},
+                      n_boot=300, seed=0)
+    sel = df[(df.measure == "probe.linear.selectivity") & (df.control == "random-init")].iloc[0]
+    acc = df[(df.measure == "probe.linear") & df.control.isna()].iloc[0]
+    assert acc.value > 0.5 and abs(sel.value) < 0.1 and sel.ci_low <= 0 <= sel.ci_high
+    assert sel.ref_layer == "*"
+    own = df[(df.measure == "probe.linear") & (df.control == "random-init")].iloc[0]
+    assert own.value == pytest.approx(acc.value - sel.value)
+
+
+def test_control_draws_are_averaged_and_their_spread_is_in_the_interval():
+    X, y, g, rng = parallel(n_groups=60)
+    types = _nested_types(y, rng)
+    one = probe_layers({"l": X}, y, g, types=types, n_boot=200, n_draws=1, seed=0)
+    five = probe_layers({"l": X}, y, g, types=types, n_boot=200, n_draws=5, seed=0)
+    pick = lambda df: df[(df.measure == "probe.linear") & (df.control == "control-task")].iloc[0]  # noqa: E731
+    assert pick(five).value != pick(one).value  # a mean over five draws, not the first draw
+    draws = [probe_layers({"l": X}, y, g, types=types, n_boot=0, n_draws=1, seed=s, controls=("control-task",))
+             for s in range(5)]
+    per_draw = [d[(d.measure == "probe.linear") & (d.control == "control-task")].value.iloc[0] for d in draws]
+    # the same folds only for seed 0; the five-draw mean is within the single draws' range
+    assert min(per_draw) - 0.05 <= pick(five).value <= max(per_draw) + 0.05
+
+
+def test_selectivity_against_the_embeddings_and_per_item_correctness():
+    X, y, g, rng = parallel(n_groups=60)
+    emb = rng.normal(size=X.shape)
+    df, items = probe_layers({"enc": {"encoder.embeddings": emb, "encoder.0": X}}, y, g, controls=(), n_boot=100,
+                             return_items=True)
+    rows = df[df.control == "embeddings"]
+    assert list(rows.layer) == ["encoder.0"] and list(rows.ref_layer) == ["encoder.embeddings"]
+    task = df[df.control.isna()].set_index("layer").value
+    assert rows.value.iloc[0] == pytest.approx(task["encoder.0"] - task["encoder.embeddings"])
+    assert set(items) == {("enc", "encoder.embeddings"), ("enc", "encoder.0")}
+    assert items["enc", "encoder.0"].mean() == pytest.approx(task["encoder.0"])

@@ -73,8 +73,8 @@ class TorchProbe(ClassifierMixin, BaseEstimator):
     def _validate(self, X: Any, y: Any = "no_validation", *, reset: bool) -> Any:
         """scikit-learn's ``validate_data``; its ValueErrors (same text) become DataError with a hint."""
         try:
-            if reset:
-                return validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
+            if reset:  # float32 stays float32 (standardised in float32 below: no float64 copy of a layer)
+                return validate_data(self, X, y, dtype=(np.float64, np.float32), ensure_min_samples=2)
             return validate_data(self, X, reset=False, dtype=np.float64)
         except ValueError as exc:
             hint = ("pass a finite float array X [n items, d features] and one label per row"
@@ -102,15 +102,16 @@ class TorchProbe(ClassifierMixin, BaseEstimator):
                             "at least 2 classes",
                             hint="a labelling with one class says nothing: check the data selection")
         self.classes_ = classes
-        if self.standardize:
-            self.mean_ = A.mean(axis=0)
-            sd = A.std(axis=0)
-            typical = float(np.median(np.sqrt(self.mean_ ** 2 + sd ** 2)))
-            self.scale_ = np.where(sd > NOISE_FLOOR * typical, sd, 1.0)
-        else:
-            self.mean_ = np.zeros(A.shape[1])
-            self.scale_ = np.ones(A.shape[1])
-        return ((A - self.mean_) / self.scale_).astype(np.float32), codes.reshape(-1).astype(np.int64)
+        if not self.standardize:
+            self.mean_, self.scale_ = np.zeros(A.shape[1]), np.ones(A.shape[1])
+            return A.astype(np.float32), codes.reshape(-1).astype(np.int64)
+        self.mean_ = A.mean(axis=0, dtype=np.float64)
+        Z = A - self.mean_.astype(A.dtype)  # in the input's precision (float32 in: float32 work)
+        sd = np.sqrt(np.square(Z).sum(axis=0, dtype=np.float64) / len(Z))
+        typical = float(np.median(np.sqrt(self.mean_ ** 2 + sd ** 2)))
+        self.scale_ = np.where(sd > NOISE_FLOOR * typical, sd, 1.0)
+        Z /= self.scale_.astype(A.dtype)
+        return Z.astype(np.float32, copy=False), codes.reshape(-1).astype(np.int64)
 
     def _sample_weights(self, codes: np.ndarray) -> np.ndarray:
         """Per-item weights from ``class_weight`` (balanced: n / (K * count))."""

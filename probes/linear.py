@@ -37,28 +37,29 @@ def logistic_loss_grad(Z: torch.Tensor, codes: torch.Tensor, wn: torch.Tensor, o
     """Objectives ``sum_i wn_i CE_i + lam ||W||^2 / 2`` [B] and gradients [B, d + 1, out] of B problems.
 
     Z [B, n, d] float32, codes [B, n], wn [B, n] (padding rows weigh 0), theta = [W; b] [B, d + 1, out].
-    Scores and the gradient's pass over Z run in float32 (``G' Z``: the fast memory order, ~15x faster
-    than ``Z' G`` on one CPU core); the totals, the penalty and theta are float64 (numpy).
+    Scores and the gradient's pass over Z run in float32, both as [out, n] x [n, d] products: ``W' Z'``
+    and ``G' Z`` are 2-4x faster than ``Z W`` and ~15x faster than autograd's ``Z' G`` for a few
+    classes on one CPU core. The totals, the penalty and theta are float64 (numpy).
     """
     d = Z.shape[2]
-    t32 = torch.from_numpy(theta.astype(np.float32)).to(Z.device)
-    S = torch.baddbmm(t32[:, d:], Z, t32[:, :d])
+    t32 = torch.from_numpy(theta.astype(np.float32).transpose(0, 2, 1)).to(Z.device)  # [B, out, d + 1]
+    S = torch.baddbmm(t32[:, :, d:], t32[:, :, :d], Z.transpose(1, 2))  # scores [B, out, n]: W'Z' is the fast order
     if out == 1:
-        s, yf = S[..., 0], codes.to(S.dtype)
+        s, yf = S[:, 0], codes.to(S.dtype)
         ce = nn.functional.binary_cross_entropy_with_logits(s, yf, reduction="none")
-        G = ((torch.sigmoid(s) - yf) * wn)[..., None]
+        G = ((torch.sigmoid(s) - yf) * wn)[:, None]
     else:
-        logp = torch.log_softmax(S, dim=2)
-        ce = -logp.gather(2, codes[..., None])[..., 0]
+        logp = torch.log_softmax(S, dim=1)
+        ce = -logp.gather(1, codes[:, None])[:, 0]
         G = logp.exp_()
-        G.scatter_add_(2, codes[..., None], torch.full_like(G[..., :1], -1.0))
-        G.mul_(wn[..., None])
+        G.scatter_add_(1, codes[:, None], torch.full_like(G[:, :1], -1.0))
+        G.mul_(wn[:, None])
     W = theta[:, :d]
     f = (wn.double() * ce.double()).sum(1).cpu().numpy() + 0.5 * lam * np.einsum("bij,bij->b", W, W)
     grad = np.empty_like(theta)
-    grad[:, :d] = torch.bmm(G.transpose(1, 2), Z).transpose(1, 2).cpu().numpy()
+    grad[:, :d] = torch.bmm(G, Z).transpose(1, 2).cpu().numpy()
     grad[:, :d] += lam[:, None, None] * W
-    grad[:, d] = G.sum(1, dtype=torch.float64).cpu().numpy()
+    grad[:, d] = G.sum(2, dtype=torch.float64).cpu().numpy()
     return f, grad
 
 

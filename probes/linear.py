@@ -63,19 +63,21 @@ def logistic_loss_grad(Z: torch.Tensor, codes: torch.Tensor, wn: torch.Tensor, o
     return f, grad
 
 
-def lbfgs_direction(g: np.ndarray, S: np.ndarray, Y: np.ndarray, rho: np.ndarray) -> np.ndarray:
-    """-H g [B, P] by the two-loop recursion over pairs S, Y [B, m, P] (oldest first; rho 0: empty slot)."""
+def lbfgs_direction(g: np.ndarray, S: np.ndarray, Y: np.ndarray, rho: np.ndarray, gamma: np.ndarray,
+                    pos: int) -> np.ndarray:
+    """-H g [B, P] by the two-loop recursion over the ring of pairs S, Y [B, m, P] whose newest slot is
+    ``pos - 1`` (rho 0: an empty slot); H0 = gamma I (s'y / y'y of the newest pair; 0: no pair yet)."""
     q = g.copy()
     m = S.shape[1]
+    order = [(pos - 1 - j) % m for j in range(m)]  # newest first
     alpha = np.zeros(rho.shape)
-    for j in reversed(range(m)):
-        alpha[:, j] = rho[:, j] * np.einsum("bp,bp->b", S[:, j], q)
+    for j in order:
+        alpha[:, j] = rho[:, j] * np.vecdot(S[:, j], q)
         q -= alpha[:, j, None] * Y[:, j]
-    yy = np.einsum("bp,bp->b", Y[:, -1], Y[:, -1])
     first = 1.0 / np.maximum(1.0, np.abs(g).sum(1))  # no pair yet: at most a unit step (as torch's L-BFGS)
-    q *= np.where(rho[:, -1] > 0, 1.0 / np.maximum(rho[:, -1] * yy, 1e-300), first)[:, None]
-    for j in range(m):
-        beta = rho[:, j] * np.einsum("bp,bp->b", Y[:, j], q)
+    q *= np.where(gamma > 0, gamma, first)[:, None]
+    for j in reversed(order):
+        beta = rho[:, j] * np.vecdot(Y[:, j], q)
         q += (alpha[:, j] - beta)[:, None] * S[:, j]
     return -q
 
@@ -105,6 +107,7 @@ def minimize_logistic(Z: torch.Tensor, codes: torch.Tensor, wn: torch.Tensor, ou
     theta = np.zeros((B, d + 1, out)) if init is None else np.array(init, dtype=np.float64)
     f, g = logistic_loss_grad(Z, codes, wn, out, lam, theta)
     S, Y, rho = np.zeros((B, HISTORY, P)), np.zeros((B, HISTORY, P)), np.zeros((B, HISTORY))
+    gamma, pos = np.zeros(B), 0  # a ring shared by the batch: a skipped update leaves an empty slot
     it = np.zeros(B, dtype=np.int64)
     active = np.abs(g).reshape(B, -1).max(1) > tol
     idx = np.arange(0)
@@ -114,13 +117,13 @@ def minimize_logistic(Z: torch.Tensor, codes: torch.Tensor, wn: torch.Tensor, ou
             sel = torch.from_numpy(idx).to(Z.device)
             Za, ca, wa = Z[sel], codes[sel], wn[sel]
         gi = g[idx].reshape(len(idx), P)
-        p = lbfgs_direction(gi, S[idx], Y[idx], rho[idx])
-        gtp = np.einsum("bp,bp->b", gi, p)
+        p = lbfgs_direction(gi, S[idx], Y[idx], rho[idx], gamma[idx], pos)
+        gtp = np.vecdot(gi, p)
         lost = gtp >= 0  # not a descent direction: forget the history, steepest descent
         if lost.any():
-            S[idx[lost]], Y[idx[lost]], rho[idx[lost]] = 0.0, 0.0, 0.0
+            rho[idx[lost]], gamma[idx[lost]] = 0.0, 0.0
             p[lost] = -gi[lost] / np.maximum(1.0, np.abs(gi[lost]).sum(1))[:, None]
-            gtp[lost] = np.einsum("bp,bp->b", gi[lost], p[lost])
+            gtp[lost] = np.vecdot(gi[lost], p[lost])
         t = np.ones(len(idx))
         f_new, g_new = f[idx].copy(), g[idx].copy()
         pending = np.ones(len(idx), dtype=bool)
@@ -129,8 +132,7 @@ def minimize_logistic(Z: torch.Tensor, codes: torch.Tensor, wn: torch.Tensor, ou
             sel = torch.from_numpy(sub).to(Z.device) if len(sub) < len(idx) else slice(None)
             step = (t[sub, None] * p[sub]).reshape(len(sub), d + 1, out)
             fs, gs = logistic_loss_grad(Za[sel], ca[sel], wa[sel], out, lam[idx[sub]], theta[idx[sub]] + step)
-            ok = accept_step(f[idx[sub]], fs, gtp[sub], np.einsum("bp,bp->b", gs.reshape(len(sub), P), p[sub]),
-                             t[sub])
+            ok = accept_step(f[idx[sub]], fs, gtp[sub], np.vecdot(gs.reshape(len(sub), P), p[sub]), t[sub])
             f_new[sub[ok]], g_new[sub[ok]] = fs[ok], gs[ok]
             pending[sub[ok]] = False
             if not pending.any():
@@ -143,12 +145,13 @@ def minimize_logistic(Z: torch.Tensor, codes: torch.Tensor, wn: torch.Tensor, ou
         moved = ~pending
         s_new = (t[:, None] * p)[moved]
         y_new = (g_new - g[idx]).reshape(len(idx), P)[moved]
-        sy = np.einsum("bp,bp->b", s_new, y_new)
-        keep = sy > 1e-12 * np.einsum("bp,bp->b", y_new, y_new)
-        upd = idx[moved][keep]
-        S[upd], Y[upd], rho[upd] = np.roll(S[upd], -1, axis=1), np.roll(Y[upd], -1, axis=1), np.roll(rho[upd], -1, axis=1)
-        S[upd, -1], Y[upd, -1], rho[upd, -1] = s_new[keep], y_new[keep], 1.0 / sy[keep]
+        sy, yy = np.vecdot(s_new, y_new), np.vecdot(y_new, y_new)
+        keep = sy > 1e-12 * yy
         done = idx[moved]
+        S[done, pos], Y[done, pos] = s_new, y_new
+        rho[done, pos] = np.where(keep, 1.0 / np.where(keep, sy, 1.0), 0.0)
+        gamma[done[keep]] = sy[keep] / yy[keep]
+        pos = (pos + 1) % HISTORY
         theta[done] += s_new.reshape(-1, d + 1, out)
         f[idx], g[idx] = f_new, g_new
         it[done] += 1

@@ -127,3 +127,16 @@ def test_float32_and_float64_input_fit_the_same_probe():
     Xc = X.copy()
     LinearProbe().fit(Xc, y)
     assert (Xc == X).all()  # the caller's array is left as it was
+
+
+def test_fit_many_fits_large_problems_one_by_one(monkeypatch):
+    import xlprobe.probes.linear as linear
+
+    X, y = blobs(30, 3, 6, 0.5, seed=8)
+    problems = [(X, y), (X[::2], y[::2])]
+    batched = fit_many(LinearProbe(), problems)
+    monkeypatch.setattr(linear, "BATCH_MAX", 0)  # every problem "large": solved alone
+    alone = fit_many(LinearProbe(), problems)
+    for a, b in zip(batched, alone):
+        np.testing.assert_allclose(a.coef_, b.coef_, atol=1e-5)
+        assert (a.predict(X) == b.predict(X)).all()

@@ -25,7 +25,7 @@ from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.arrays import check_float, check_int
 from xlprobe.probes.estimator import TorchProbe
 
-__all__ = ["LinearProbe", "fit_many", "minimize_logistic", "logistic_loss_grad"]
+__all__ = ["LinearProbe", "fit_many", "solve_batch", "minimize_logistic", "logistic_loss_grad", "BATCH_MAX"]
 
 
 #: Largest problem (rows x features) :func:`fit_many` batches with others; a larger one runs alone, its
@@ -184,6 +184,8 @@ class Problem(NamedTuple):
         """Z [1, rows, d], codes and weight / n [1, rows] on ``device``, padded with weight-0 rows to ``rows``."""
         n, d = self.Z.shape
         rows = n if rows is None else rows
+        if rows == n:  # no padding: the features as they are (no copy on the CPU)
+            return tuple(torch.from_numpy(a[None]).to(device) for a in (self.Z, self.codes, self.w / n))
         Z, codes, wn = np.zeros((rows, d), np.float32), np.zeros(rows, np.int64), np.zeros(rows, np.float32)
         Z[:n], codes[:n], wn[:n] = self.Z, self.codes, self.w / n
         return tuple(torch.from_numpy(a[None]).to(device) for a in (Z, codes, wn))
@@ -333,24 +335,29 @@ def fit_many(probe: LinearProbe, problems: Iterable[tuple[Any, Any]]) -> list[Li
     (rows x features) are fitted one by one. Each result is what ``fit`` gives: its
     own optimum to ``tol``, from zeros, with its own standardisation, ``n_iter_`` and ``loss_``.
     """
-    ests, preps = [], []
-    for X, y in problems:
+    ests: list[LinearProbe] = []
+    preps: dict[int, Problem] = {}
+    groups: dict[tuple, list[int]] = {}
+    for i, (X, y) in enumerate(problems):
         est = clone(probe)
         ests.append(est)
-        preps.append(est._prepare(X, y))
-    groups: dict[tuple, list[int]] = {}
-    for i, (est, prep) in enumerate(zip(ests, preps)):
-        groups.setdefault((prep.Z.shape[1], prep.out, tuple(est.classes_.tolist())), []).append(i)
-    batches = [b for (d, _, _), members in groups.items()
-               for b in ([members] if max(len(preps[i].codes) for i in members) * d <= BATCH_MAX
-                         else [[i] for i in members])]
-    for members in batches:
-        rows = max(len(preps[i].codes) for i in members)
-        parts = [preps[i].tensors(probe.device, rows) for i in members]
-        Z, codes, wn = (torch.cat([pt[j] for pt in parts]) for j in range(3))
-        lam = np.array([preps[i].lam for i in members])
-        p0 = preps[members[0]]
-        theta, it, conv = minimize_logistic(Z, codes, wn, p0.out, lam, p0.tol, p0.max_iter)
-        for b, i in enumerate(members):
-            ests[i]._finish(preps[i], theta[b], int(it[b]), bool(conv[b]))
+        prep = est._prepare(X, y)
+        if prep.Z.size > BATCH_MAX:  # large: solved now, alone (its features freed before the next one)
+            solve_batch([est], [prep])
+        else:
+            preps[i] = prep
+            groups.setdefault((prep.Z.shape[1], prep.out, tuple(est.classes_.tolist())), []).append(i)
+    for members in groups.values():
+        solve_batch([ests[i] for i in members], [preps[i] for i in members])
     return ests
+
+
+def solve_batch(ests: list[LinearProbe], preps: list[Problem]) -> None:
+    """One L-BFGS run for prepared problems of the same width and classes; finishes each estimator."""
+    rows = max(len(p.codes) for p in preps)
+    parts = [p.tensors(ests[0].device, rows) for p in preps]
+    Z, codes, wn = (torch.cat([pt[j] for pt in parts]) if len(parts) > 1 else parts[0][j] for j in range(3))
+    p0 = preps[0]
+    theta, it, conv = minimize_logistic(Z, codes, wn, p0.out, np.array([p.lam for p in preps]), p0.tol, p0.max_iter)
+    for b, (est, prep) in enumerate(zip(ests, preps)):
+        est._finish(prep, theta[b], int(it[b]), bool(conv[b]))

@@ -14,10 +14,11 @@ of every resampling here.
   as likely to have either sign: Good 2005, sect. 3.1). Both are vectorised: the groups' sums are
   formed once, a draw is a row of counts or signs, and every column shares it.
 * Statistics of a whole set (CKA, Fisher ratio, effective rank): :func:`paired_set_stats` recomputes
-  ``stat_fn`` on both checkpoints for each resample of groups; its p-value is the shifted-bootstrap
-  test of Hall & Wilson 1991 ("Two guidelines for bootstrap hypothesis testing", Biometrics 47):
-  p = (1 + #{|d* - d| >= |d|}) / (1 + B). There is no sign-flip test for these: rows of two different
-  representation spaces cannot be swapped.
+  ``stat_fn`` on both checkpoints for each *half-sample* of groups (half the groups, without
+  replacement: no duplicated rows, which bias statistics such as effective rank downwards under the
+  bootstrap); the spread of the half-sample differences is the standard error (McCarthy 1969), the
+  interval normal, the p-value the normal test. There is no sign-flip test for these: rows of two
+  different representation spaces cannot be swapped.
 * :func:`adjust_pvalues`: Holm (1979) controls the family-wise error, Benjamini & Hochberg (1995) the
   false discovery rate, over the layers of one comparison.
 
@@ -26,6 +27,7 @@ Randomness comes only from ``np.random.default_rng(seed)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -34,10 +36,12 @@ from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.arrays import as_groups, check_float, check_int
 
 __all__ = ["PairedStats", "paired_item_stats", "paired_set_stats", "mean_interval", "bootstrap_means",
-           "draws_interval", "adjust_pvalues", "CORRECTIONS", "resample_counts"]
+           "draws_interval", "adjust_pvalues", "CORRECTIONS", "resample_counts", "half_samples",
+           "half_sample_interval"]
 
 #: Multiple-testing corrections :func:`adjust_pvalues` knows.
 CORRECTIONS = ("holm", "bh", "none")
+_NORMAL = NormalDist()
 
 
 class PairedStats(NamedTuple):
@@ -203,52 +207,90 @@ def paired_item_stats(a: Any, b: Any, groups: Any = None, *, n_boot: int = 1000,
     return PairedStats(*out, n_groups=D.shape[0], test=test)
 
 
+def half_samples(groups: Any, n: int, n_half: int, seed: int) -> list[np.ndarray]:
+    """Row indices of ``n_half`` random half-samples: half the groups each, drawn without replacement."""
+    codes = _codes(groups, n)
+    sizes = np.bincount(codes)
+    G = sizes.size
+    if G < 4:
+        raise DataError(f"half-sampling needs at least 4 groups; got {G}", hint="capture more parallel groups")
+    order = np.argsort(codes, kind="stable")
+    starts = np.cumsum(sizes) - sizes
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_half):
+        chosen = np.sort(rng.choice(G, size=G // 2, replace=False))
+        out.append(np.concatenate([order[starts[c]:starts[c] + sizes[c]] for c in chosen]))
+    return out
+
+
+def _normal_interval(value: np.ndarray, sd: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """value -/+ z sd, and the two-sided normal p-value of value = 0 (1 where both are 0)."""
+    z = _NORMAL.inv_cdf(0.5 + ci / 2.0)
+    with np.errstate(all="ignore"):
+        p = np.where(sd > 0, 2.0 * np.vectorize(lambda t: _NORMAL.cdf(-abs(t)))(value / np.where(sd > 0, sd, 1.0)),
+                     np.where(value == 0, 1.0, 0.0))
+    return value - z * sd, value + z * sd, p
+
+
+def half_sample_interval(stat_fn: Callable[..., float], *arrays: Any, groups: Any = None, n_half: int = 100,
+                         ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """A set statistic with a half-sampling interval over groups: value -/+ z sd(half-sample values).
+
+    The bootstrap's duplicated rows bias statistics that count distinct directions (effective rank
+    falls with every duplicate); a half-sample (half the groups, without replacement) has none, and the
+    spread of a statistic over half-samples estimates its full-sample standard error (for a mean it is
+    exact up to (G - 1) / G: McCarthy 1969, "Pseudo-replication: half samples", Rev. ISI 37).
+    """
+    arrs = [np.asarray(a) for a in arrays]
+    value = float(stat_fn(*arrs))
+    draws = np.array([float(stat_fn(*(a[r] for a in arrs)))
+                      for r in half_samples(groups, len(arrs[0]), n_half, seed)])
+    draws = draws[np.isfinite(draws)]
+    if draws.size < 2 or not np.isfinite(value):
+        return value, float("nan"), float("nan")
+    lo, hi, _ = _normal_interval(np.array([value]), np.array([draws.std(ddof=1)]), ci)
+    return value, float(lo[0]), float(hi[0])
+
+
 def paired_set_stats(stat_fn: Callable[..., float], reps_a: Sequence[Any], reps_b: Sequence[Any],
-                     groups: Any = None, *, n_boot: int = 200, ci: float = 0.95, seed: int = 0) -> PairedStats:
-    """Difference stat(A_l) - stat(B_l) per layer l, with a paired cluster bootstrap and its shifted-bootstrap p.
+                     groups: Any = None, *, n_half: int = 100, ci: float = 0.95, seed: int = 0) -> PairedStats:
+    """Difference stat(A_l) - stat(B_l) per layer l, with a paired half-sampling interval and normal p-value.
 
     ``reps_a`` and ``reps_b`` are sequences of L arrays [n, d] (one per layer) on the same items, or of
     L tuples of such arrays when ``stat_fn`` takes several (``cka(X, Y)`` against a reference); each
-    resample of groups is applied to every array of every layer of both sides. A resample on which the statistic
-    is not finite is dropped from that layer's interval and test.
+    half-sample of groups (:func:`half_samples`) is applied to every array of every layer of both
+    sides, so the two checkpoints stay paired. The standard error of the difference is the spread of
+    the half-sample differences (see :func:`half_sample_interval`); the p-value is the two-sided normal
+    test of difference / standard error.
     """
     if len(reps_a) != len(reps_b) or not len(reps_a):
         raise DataError(f"reps_a and reps_b must list the same layers; got {len(reps_a)} and {len(reps_b)}")
-    n_boot = check_int("n_boot", n_boot, 1)
+    n_half = check_int("n_half", n_half, 2)
     ci = check_float("ci", ci, 0.0, 1.0, open_low=True, open_high=True)
     parts = [X for layer in (*reps_a, *reps_b) for X in (layer if isinstance(layer, tuple) else (layer,))]
     n = len(parts[0])
     if any(len(X) != n for X in parts):
         raise DataError("every layer of both checkpoints must hold the same n items",
                         hint="match the two checkpoints' rows by record id first")
-    codes = _codes(groups, n)
-    order = np.argsort(codes, kind="stable")
-    sizes = np.bincount(codes)
-    starts = np.cumsum(sizes) - sizes
-    W = resample_counts(sizes.size, n_boot, seed).astype(np.int64)
-
-    def rows(counts: np.ndarray) -> np.ndarray:
-        chosen = np.repeat(np.arange(sizes.size), counts)
-        k = sizes[chosen]
-        offsets = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
-        return order[np.repeat(starts[chosen], k) + offsets]
 
     def stat(layer: Any, idx: np.ndarray | None) -> float:
-        parts = layer if isinstance(layer, tuple) else (layer,)
-        return float(stat_fn(*(np.asarray(X) if idx is None else np.asarray(X)[idx] for X in parts)))
+        arrays = layer if isinstance(layer, tuple) else (layer,)
+        return float(stat_fn(*(np.asarray(X) if idx is None else np.asarray(X)[idx] for X in arrays)))
 
     def diff(idx: np.ndarray | None) -> np.ndarray:
         return np.array([stat(la, idx) - stat(lb, idx) for la, lb in zip(reps_a, reps_b)])
 
     observed = diff(None)
-    draws = np.stack([diff(rows(w)) for w in W])
-    lo, hi = _percentiles(draws, ci)
-    finite = np.isfinite(draws)
-    extreme = (np.abs(draws - observed) >= np.abs(observed) - 1e-12) & finite
-    p = (1.0 + extreme.sum(axis=0)) / (1.0 + finite.sum(axis=0))
-    bad = ~np.isfinite(observed)
+    halves = half_samples(groups, n, n_half, seed)
+    draws = np.stack([diff(r) for r in halves])
+    with np.errstate(all="ignore"):
+        sd = np.array([np.std(c[np.isfinite(c)], ddof=1) if np.isfinite(c).sum() > 1 else np.nan for c in draws.T])
+    lo, hi, p = _normal_interval(observed, sd, ci)
+    bad = ~np.isfinite(observed) | ~np.isfinite(sd)
     out = [np.where(bad, np.nan, v) for v in (observed, lo, hi, p)]
-    return PairedStats(*out, n_groups=int(sizes.size), test=f"shifted bootstrap ({n_boot} draws)")
+    return PairedStats(*out, n_groups=int(np.unique(_codes(groups, n)).size),
+                       test=f"half-sampling ({n_half} half-samples), normal")
 
 
 def adjust_pvalues(p: Any, method: str = "holm") -> np.ndarray:

@@ -27,27 +27,44 @@ import pandas as pd
 from xlprobe.errors import ConfigError, DataError, StoreError, XlprobeError
 from xlprobe.types import Dataset
 
-__all__ = ["probe_run", "similarity_run", "labels_for", "layer_measures", "DEFAULT_MEASURES"]
+__all__ = ["probe_run", "similarity_run", "labels_for", "layer_measures", "DEFAULT_MEASURES", "SET_COMPARISONS",
+           "SET_INTERVALS", "SET_DRAWS"]
 
 log = logging.getLogger(__name__)
 
 #: Registered measures ``probe_run`` adds per layer by default (no interval: values only). A labelled
 #: measure reads what its spec says (:attr:`~xlprobe.registry.MeasureSpec.reads`): the task's labels,
 #: or the languages (``retrieval.*``).
-DEFAULT_MEASURES = ("separability.knn", "separability.centroid", "separability.fisher",
+DEFAULT_MEASURES = ("separability.knn", "separability.knn.all", "separability.centroid", "separability.fisher",
                     "separability.silhouette", "geometry.effective_rank", "geometry.anisotropy",
-                    "geometry.norm_mean", "retrieval.p_at_1", "retrieval.p_at_1.centered")
+                    "geometry.norm_mean", "retrieval.p_at_1", "retrieval.p_at_1.centered", "retrieval.p_at_1.margin",
+                    "alignment.neighbour_overlap", "mdl.compression")
+#: Set measures (not means over items) that the comparisons also test, by a paired bootstrap of the statistic.
+SET_COMPARISONS = ("separability.fisher", "geometry.effective_rank")
+#: Half-samples behind a set measure's interval and its paired comparisons.
+SET_DRAWS = 100
+#: Set measures whose rows get a half-sampling interval by recomputation; the others (silhouette, MDL: a
+#: full fit or an n^2 pass per resample) report the value alone.
+SET_INTERVALS = ("separability.fisher", "separability.centroid", "geometry.effective_rank", "geometry.anisotropy",
+                 "geometry.norm_mean")
 
 
 def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, groups: np.ndarray,
-                   measures: Sequence[str], *, checkpoint: str, task: str, seed: int) -> list[dict]:
-    """Rows of registered labelled / unlabelled measures for every layer.
+                   measures: Sequence[str], *, checkpoint: str, task: str, seed: int, n_boot: int = 0,
+                   ci: float = 0.95, items: dict | None = None, ids: Any = None) -> list[dict]:
+    """Rows of registered labelled / unlabelled measures for every layer, with cluster-bootstrap intervals.
 
     A labelled measure gets ``y`` (the task's labels) or ``langs``, as its spec's ``reads`` says. Those
     that read the labels also get a ``control="shuffled"`` row: the measure on the labels permuted across
-    items (seeded), the value it takes when the labelling has no structure in X.
+    items (seeded), the value it takes when the labelling has no structure in X. With ``n_boot``, every
+    row gets an interval over resamples of ``groups`` (the parallel groups): from the per-item scores for
+    a mean measure (:mod:`xlprobe.probes.items`), else by recomputing the statistic on :data:`SET_DRAWS`
+    half-samples of the groups (:func:`xlprobe.probes.paired.half_sample_interval`; set statistics cost
+    a full computation each) for those of :data:`SET_INTERVALS`. ``items``, a dict, receives the
+    per-item scores of the task rows, keyed ``(measure, checkpoint, layer)``, as Series indexed by ``ids``.
     """
     from xlprobe.probes.controls import shuffled_labels
+    from xlprobe.probes.items import has_item_scores, item_scores
     from xlprobe.registry import get_measure
     from xlprobe.results import make_row
 
@@ -73,12 +90,40 @@ def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, group
                 calls, row_task = {None: (X, y, groups), "shuffled": (X, shuffled, groups)}, task
             for control, args in calls.items():
                 try:
-                    value = float(sp(*args, seed=seed))
+                    if has_item_scores(sp.name):
+                        scores = item_scores(sp.name, *args)
+                        value, lo, hi = _item_interval(scores, groups, n_boot, ci, seed)
+                        if items is not None and control is None:
+                            items[sp.name, checkpoint, layer] = pd.Series(scores, index=ids)
+                    else:
+                        value, lo, hi = _set_interval(sp, args, groups, n_boot, ci, seed)
                 except XlprobeError as err:  # a degenerate layer (constant, e.g. a decoder reading one token)
                     log.warning("%s %s: %s not computed: %s", checkpoint, layer, sp.name, err.message)
-                    value = float("nan")
-                rows.append(make_row(value=value, task=row_task, control=control, **base))
+                    value, lo, hi = (float("nan"),) * 3
+                rows.append(make_row(value=value, ci_low=lo, ci_high=hi, task=row_task, control=control, **base))
     return rows
+
+
+def _item_interval(scores: np.ndarray, groups: np.ndarray, n_boot: int, ci: float, seed: int
+                   ) -> tuple[float, float, float]:
+    """Mean of per-item scores and its cluster-bootstrap interval (NaN without ``n_boot``)."""
+    from xlprobe.probes.paired import mean_interval
+
+    if n_boot == 0:
+        return float(scores.mean()), float("nan"), float("nan")
+    m, lo, hi = mean_interval(scores, groups, n_boot=n_boot, ci=ci, seed=seed)
+    return float(m[0]), float(lo[0]), float(hi[0])
+
+
+def _set_interval(sp: Any, args: tuple, groups: np.ndarray, n_boot: int, ci: float, seed: int
+                  ) -> tuple[float, float, float]:
+    """A set statistic and its half-sampling interval over groups (each half-sample a full computation)."""
+    from xlprobe.probes.paired import half_sample_interval
+
+    if n_boot == 0 or sp.name not in SET_INTERVALS:
+        return float(sp(*args, seed=seed)), float("nan"), float("nan")
+    return half_sample_interval(lambda *a: sp(*a, seed=seed), *args[:2], groups=groups, n_half=SET_DRAWS, ci=ci,
+                                seed=seed)
 
 
 def labels_for(data: Dataset, task: str) -> np.ndarray:
@@ -133,8 +178,13 @@ def probe_run(
     seed: int = 0,
     measures: Sequence[str] | None = None,
     out: str | Path | None = None,
+    n_draws: int = 5,
+    base: str | None = None,
+    control: str | None = None,
+    correction: str = "holm",
+    n_perm: int = 10_000,
 ) -> pd.DataFrame:
-    """Probe every layer of every model in the store at ``run_dir``; write and return the results table.
+    """Probe every layer of every model in the store at ``run_dir``; compare the checkpoints; write both tables.
 
     Parameters
     ----------
@@ -156,13 +206,30 @@ def probe_run(
         The unit is logged, written in the ``folds`` column of the probe rows (saved with the table)
         and recorded in ``df.attrs["fold_unit"]`` (``df.attrs["fold_units"]``: per
         dataset fingerprint).
-    k, controls, n_boot, seed
-        As :func:`xlprobe.probes.probe_layers` (controls default to all three).
+    k, controls, n_boot, seed, n_draws
+        As :func:`xlprobe.probes.probe_layers` (controls default to all three, 5 draws of each random
+        one). A checkpoint captured as ``random-init:<spec>`` (``xlprobe capture --model
+        random-init:toy:lm``) is the control representation of every checkpoint on its dataset: probed
+        per layer on the same folds, it gives the ``control="random-init"`` selectivity rows.
     measures : sequence of str, optional
         Registered per-layer measures to add (default :data:`DEFAULT_MEASURES`; ``()`` for none); not
         the run's own probe (``probe.linear`` for ``probe="linear"``), whose rows it writes anyway.
     out : path, optional
-        Folder for ``results.parquet`` / ``results.csv`` (default ``run_dir``).
+        Folder for ``results.parquet`` / ``results.csv`` and ``comparisons.parquet`` / ``.csv``
+        (default ``run_dir``).
+    base, control : str, optional
+        Roles (a checkpoint's name, or the part after its ``:``: ``lm``): contrasts are every checkpoint
+        against ``base`` and every other one against ``control`` (see :mod:`xlprobe.comparisons`);
+        without roles, every pair.
+    correction : {"holm", "bh", "none"}
+        Multiple-testing correction over the layers of each contrast and measure.
+    n_perm : int
+        Sign flips of the paired permutation tests.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The results; ``df.attrs["comparisons"]`` holds the comparisons table (also written).
 
     Raises
     ------
@@ -172,12 +239,15 @@ def probe_run(
     DataError
         A ``by`` under which every class lies in a single unit, for the same reason.
     """
-    from xlprobe.probes import make_probe, probe_layers
+    from xlprobe.comparisons import compare_items, contrasts, resolve_checkpoint
+    from xlprobe.probe_suite import ProbeSuite, is_control_rep
+    from xlprobe.probes import make_probe
     from xlprobe.probes.classifiers import probe_measure
-    from xlprobe.probes.controls import CONTROLS, first_word_types
+    from xlprobe.probes.controls import CONTROLS
+    from xlprobe.probes.paired import adjust_pvalues
     from xlprobe.results import results_frame, write_results
-    from xlprobe.tasks.splits import confined_classes, fold_unit, group_ids
 
+    adjust_pvalues([], correction)  # an unknown correction fails before any fit
     store_path = Path(run_dir)
     store = _open_store(store_path)
     keys = store.keys(pooling=pooling)
@@ -191,49 +261,43 @@ def probe_run(
         raise ConfigError(f"measure {probe_measure(est)!r} is the run's own probe: probe_run writes its rows "
                           "(with an interval and controls) already",
                           hint="leave it out of measures, or name another probe's measure")
-    ckpt_name = _checkpoint_names(store)
-    controls = tuple(CONTROLS if controls is None else controls)
-    frames = []
-    combos = list(dict.fromkeys((k.model, k.data) for k in keys))
-    units: dict[str, str] = {}
-    for model_fp, data_fp in combos:
-        data = store.records(data_fp)
-        y = labels_for(data, task)
-        unit, why = fold_unit(data, task, by, y)
-        if data_fp not in units:
-            units[data_fp] = unit
-            log.info("dataset %s, task %s: folds by %s (%s)", data_fp[:12], task, unit, why)
-            confined = confined_classes(y, group_ids(data, unit))
-            if confined:
-                log.warning("task %s, folds by %s: class(es) %s lie in a single %s unit, so their items are "
-                            "never predicted correctly", task, unit, confined[:5], unit)
-        groups = group_ids(data, unit)
-        types = first_word_types(data.texts) if "control-task" in controls else None
-        langs, parallel = labels_for(data, "language"), group_ids(data, "group")
-        for pool in dict.fromkeys([pooling, "tag"]):
-            these = store.keys(model=model_fp, data=data_fp, pooling=pool)
-            if not these:
-                continue
-            checkpoint = ckpt_name[model_fp]
-            reps = {store.entry(key).get("info", {}).get("alias") or key.point: store.read(key) for key in these}
-            log.info("probing %s (%s pooling): %d layers, %d items, task %s", checkpoint, pool, len(reps), len(y),
-                     task)
-            df = probe_layers(reps, y, groups, probe=est, task=task, checkpoint=checkpoint, k=k,
-                              controls=controls, types=types, n_boot=n_boot, seed=seed)
-            # the tag shards are a probe baseline only: one vector per language, no geometry to measure
-            extra = [] if pool == "tag" else layer_measures(
-                reps, y, langs, parallel, measures, checkpoint=checkpoint, task=task, seed=seed)
-            if extra:
-                df = results_frame([*df.to_dict("records"), *extra])
-            df["pooling"] = pool
-            df["data"] = data_fp
-            df["folds"] = df.measure.map(lambda m, unit=unit: unit if m.startswith("probe.") else None)
-            frames.append(df)
+    names = _checkpoint_names(store)
+    checkpoints = [c for c in dict.fromkeys(names[k.model] for k in keys) if not is_control_rep(c)]
+    base, control = (resolve_checkpoint(base, checkpoints, "base"), resolve_checkpoint(control, checkpoints, "control"))
+    triples = contrasts(checkpoints, base, control)
+    ctx = ProbeSuite(store=store, names=names, task=task, est=est, k=k, by=by, n_boot=n_boot, seed=seed,
+                      controls=tuple(CONTROLS if controls is None else controls), n_draws=n_draws, measures=measures,
+                      pooling=pooling)
+    frames = [ctx.probe_dataset(data_fp) for data_fp in dict.fromkeys(k.data for k in keys)]
     results = pd.concat(frames, ignore_index=True)
-    results.attrs["fold_units"] = units
-    results.attrs["fold_unit"] = next(iter(set(units.values()))) if len(set(units.values())) == 1 else "mixed"
+    results.attrs["fold_units"] = ctx.units
+    results.attrs["fold_unit"] = next(iter(set(ctx.units.values()))) if len(set(ctx.units.values())) == 1 else "mixed"
+    rows = compare_items(ctx.scores, pd.Series(ctx.group_of), triples, correction=correction, n_boot=n_boot or 1000,
+                         n_perm=n_perm, seed=seed, task=task)
+    for name in (m for m in SET_COMPARISONS if m in measures):
+        rows += _compare_set_measure(name, ctx, triples, correction=correction, n_half=SET_DRAWS, seed=seed,
+                                     task=task)
+    comparisons = results_frame(rows) if rows else pd.DataFrame()
     write_results(results, out or store_path)
+    if rows:
+        write_results(comparisons, out or store_path, name="comparisons")
+    results.attrs["comparisons"] = comparisons
     return results
+
+
+def _compare_set_measure(name: str, ctx: Any, triples: list, **kw: Any) -> list[dict]:
+    """Paired-bootstrap comparison rows of one set measure (Fisher ratio, effective rank) between checkpoints."""
+    from xlprobe.comparisons import compare_sets
+    from xlprobe.registry import get_measure
+
+    sp = get_measure(name)
+    seed = kw["seed"]
+    if sp.kind == "unlabelled":
+        return compare_sets(lambda X: sp(X, seed=seed), name, ctx.set_reps, ctx.ids, pd.Series(ctx.group_of),
+                            triples, **kw)
+    labels = pd.Series(ctx.label_of) if sp.reads == "labels" else pd.Series(ctx.lang_of)
+    return compare_sets(lambda X, y: sp(X, y, seed=seed), name, ctx.set_reps, ctx.ids, pd.Series(ctx.group_of),
+                        triples, labels=labels, **kw)
 
 
 def _shared_rows(ids_a: list[str], ids_b: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.paired import (
     adjust_pvalues,
     draws_interval,
+    half_sample_interval,
     mean_interval,
     paired_item_stats,
     paired_set_stats,
@@ -120,10 +121,10 @@ def test_set_statistic_difference_matches_its_planted_value():
     base = rng.normal(size=(G * per, 8))
     reps_a = [base, base * 2.0]
     reps_b = [base, base]
-    r = paired_set_stats(lambda X: float(np.linalg.norm(X, axis=1).mean()), reps_a, reps_b, g, n_boot=100, seed=0)
+    r = paired_set_stats(lambda X: float(np.linalg.norm(X, axis=1).mean()), reps_a, reps_b, g, n_half=100, seed=0)
     assert r.difference[0] == 0 and r.p_value[0] == 1.0
     assert r.difference[1] > 0 and r.low[1] > 0 and r.p_value[1] < 0.05
-    assert "shifted bootstrap" in r.test
+    assert "half-sampling" in r.test
 
 
 def test_bad_input_is_named():
@@ -151,5 +152,25 @@ def test_set_statistic_of_two_arrays_per_layer():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(80, 3))
     corr = lambda A, B: float(np.corrcoef(A[:, 0], B[:, 0])[0, 1])  # noqa: E731
-    r = paired_set_stats(corr, [(X, X)], [(X, rng.normal(size=(80, 3)))], np.arange(80) // 2, n_boot=50)
+    r = paired_set_stats(corr, [(X, X)], [(X, rng.normal(size=(80, 3)))], np.arange(80) // 2, n_half=50)
     assert r.difference[0] > 0.6 and r.p_value[0] < 0.05
+
+
+def test_half_sampling_is_unbiased_where_the_bootstrap_is_not():
+    """Effective rank falls with duplicated rows: bootstrap resamples sit below the value, half-samples around it."""
+    from xlprobe.probes.geometry import effective_rank
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 128))
+    g = np.arange(120) // 4
+    value, lo, hi = half_sample_interval(effective_rank, X, groups=g, n_half=60, seed=0)
+    assert lo < value < hi and hi - lo < 0.3 * value
+
+
+def test_half_sample_interval_of_a_mean_matches_the_cluster_bootstrap():
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(80), 3)
+    x = rng.normal(size=80)[g] + rng.normal(size=240)
+    _, lo_b, hi_b = mean_interval(x, g, n_boot=2000, seed=0)
+    _, lo_h, hi_h = half_sample_interval(np.mean, x, groups=g, n_half=400, seed=0)
+    assert (hi_h - lo_h) == pytest.approx((hi_b - lo_b)[0], rel=0.2)

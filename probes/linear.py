@@ -1,11 +1,15 @@
 """The linear probe as a scikit-learn classifier (``fit`` / ``predict`` / ``predict_proba`` / ``score``).
 
-* :class:`LinearProbe`: L2-penalised logistic regression fitted to convergence by full-batch L-BFGS
-  (strong-Wolfe line search) in float32 (the objective summed in float64). It is scikit-learn's
-  ``LogisticRegression`` model for every number of classes: one weight vector and a sigmoid for two
-  classes, multinomial (one weight vector per class) for three or more, objective
+* :class:`LinearProbe`: L2-penalised logistic regression fitted by full-batch L-BFGS (Armijo
+  backtracking, or Hager and Zhang's approximate Wolfe test near the float32 noise floor) with an
+  analytic gradient: scores and gradient in float32, the objective, weights and L-BFGS algebra in float64.
+  It stops at scikit-learn's ``lbfgs`` rule (largest gradient entry <= ``tol``, default 1e-4). It is
+  scikit-learn's ``LogisticRegression`` model for every number of classes: one weight vector and a
+  sigmoid for two classes, multinomial (one weight vector per class) for three or more, objective
   ``C * sum_i w_i CE_i + ||coef||^2 / 2``. So ``C`` means what it means there and the two reach the same
   optimum at the same setting. Shared parts: :mod:`xlprobe.probes.estimator`.
+* :func:`fit_many`: many fits (folds, labellings, layers) with the small ones batched in one L-BFGS
+  run (:func:`minimize_logistic` takes B problems at once, each with its own history and line search).
 """
 from __future__ import annotations
 

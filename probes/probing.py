@@ -60,13 +60,13 @@ def cross_val_predict_groups(probe: Any, X: Any, y: Any, groups: Any, folds: Seq
     pred = np.empty(len(y), dtype=y.dtype)
     seen = np.zeros(len(y), dtype=bool)
     fits = [np.unique(y[train]).size >= 2 for train, _ in folds]
-    warm = iter(fit_many(probe, ((A[tr], y[tr]) for (tr, _), ok in zip(folds, fits) if ok))
+    batched = iter(fit_many(probe, ((A[tr], y[tr]) for (tr, _), ok in zip(folds, fits) if ok))
                 if isinstance(probe, LinearProbe) else ())
     for (train, test), ok in zip(folds, fits):
         if not ok:
             pred[test] = majority_predictions(y[train], len(test))
         else:
-            est = next(warm, None)
+            est = next(batched, None)
             est = fit_probe(probe, A[train], y[train], g[train]) if est is None else est
             pred[test] = est.predict(A[test])
         seen[test] = True

@@ -61,7 +61,7 @@ def cross_val_predict_groups(probe: Any, X: Any, y: Any, groups: Any, folds: Seq
     seen = np.zeros(len(y), dtype=bool)
     fits = [np.unique(y[train]).size >= 2 for train, _ in folds]
     batched = iter(fit_many(probe, ((A[tr], y[tr]) for (tr, _), ok in zip(folds, fits) if ok))
-                if isinstance(probe, LinearProbe) else ())
+                   if isinstance(probe, LinearProbe) else ())
     for (train, test), ok in zip(folds, fits):
         if not ok:
             pred[test] = majority_predictions(y[train], len(test))

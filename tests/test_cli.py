@@ -129,7 +129,7 @@ def test_probe_prints_the_table_and_writes_results(toy_store, tmp_path):
     assert "encoder.1" in res.output and (tmp_path / "results.parquet").is_file()
     saved = read_results(tmp_path / "results.parquet")
     assert set(saved.checkpoint) == {"toy:lm", "toy:mt"}
-    assert set(saved[saved.measure.str.startswith("probe.")].control.dropna()) == {"majority"}
+    assert set(saved[saved.measure.str.startswith("probe.")].control.dropna()) == {"majority", "embeddings"}
 
 
 def test_similarity_writes_every_layer_pair_of_every_checkpoint_pair(toy_store, tmp_path):
@@ -143,19 +143,21 @@ def test_similarity_writes_every_layer_pair_of_every_checkpoint_pair(toy_store, 
     layers = ["encoder.embeddings", "encoder.0", "encoder.1", "encoder.2", "encoder.final_norm"]
     pairs = sim.groupby(["checkpoint", "ref_checkpoint"]).size().to_dict()
     # each unordered pair once, every checkpoint with itself, every layer x layer
-    assert pairs == {("toy:lm", "toy:lm"): 25, ("toy:lm", "toy:mt"): 25, ("toy:mt", "toy:mt"): 25}
-    assert set(sim.layer) == set(sim.ref_layer) == set(layers)
-    assert set(sim.measure) == {"cka.linear"} and (sim.n == 24).all()
-    assert sim.ci_low.isna().all() and sim.ci_high.isna().all()
-    assert ((sim.value > 0) & (sim.value <= 1 + 1e-9)).all()
+    assert pairs == {("toy:lm", "toy:lm"): 50, ("toy:lm", "toy:mt"): 50, ("toy:mt", "toy:mt"): 50}  # 2 centrings
+    assert set(sim.layer) == set(sim.ref_layer) == set(layers) and set(sim.centring) == {"pooled", "language"}
+    assert set(sim.measure) == {"cka.linear.debiased"} and (sim.n == 24).all()
+    diagonal = (sim.checkpoint != sim.ref_checkpoint) & (sim.layer == sim.ref_layer)
+    assert sim[diagonal][["ci_low", "ci_high", "null_mean", "null_high"]].notna().all().all()
+    assert sim[~diagonal].ci_low.isna().all()
+    assert ((sim.value > -1) & (sim.value <= 1 + 1e-9)).all()
     same = sim[sim.checkpoint == sim.ref_checkpoint]
     diag = same[same.layer == same.ref_layer]
-    assert len(diag) == 10 and np.allclose(diag.value, 1.0, atol=1e-9)  # a layer against itself
-    for ckpt, g in same.groupby("checkpoint"):  # a checkpoint's own table is symmetric
+    assert len(diag) == 20 and np.allclose(diag.value, 1.0, atol=1e-9)  # a layer against itself
+    for (ckpt, centring), g in same.groupby(["checkpoint", "centring"]):  # each own table is symmetric
         table = g.pivot(index="layer", columns="ref_layer", values="value").loc[layers, layers]
-        assert np.allclose(table.values, table.values.T, atol=1e-12), ckpt
-    across = sim[(sim.checkpoint != sim.ref_checkpoint) & (sim.layer == sim.ref_layer)]
-    assert len(across) == 5 and (across.value < 1 - 1e-6).all()  # fine-tuning moved every layer a little
+        assert np.allclose(table.values, table.values.T, atol=1e-12), (ckpt, centring)
+    across = sim[diagonal]
+    assert len(across) == 10 and (across.value < 1 - 1e-6).all()  # fine-tuning moved every layer a little
 
 
 def test_similarity_of_a_folder_that_is_not_a_store(tmp_path):

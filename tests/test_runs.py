@@ -127,7 +127,7 @@ def _linear_cka(X, Y):
 
 def test_similarity_run_rows_for_every_pair_and_known_answers(three_checkpoints, tmp_path):
     run_dir, reps = three_checkpoints
-    df = similarity_run(run_dir, out=tmp_path)
+    df = similarity_run(run_dir, debiased=False, centrings=("pooled",), out=tmp_path)
     assert read_results(tmp_path / "similarity.parquet").shape == df.shape
     layers = ["encoder.embeddings", "encoder.0", "encoder.1", "encoder.final_norm"]
     pairs = df.groupby(["checkpoint", "ref_checkpoint"]).size().to_dict()
@@ -153,7 +153,7 @@ def test_similarity_run_rows_for_every_pair_and_known_answers(three_checkpoints,
                                                         ("rbf", False, "cka.rbf")])
 def test_similarity_run_variants_are_one_on_identical_layers(three_checkpoints, tmp_path, kernel, debiased, measure):
     run_dir, _ = three_checkpoints
-    df = similarity_run(run_dir, kernel=kernel, debiased=debiased, out=tmp_path)
+    df = similarity_run(run_dir, kernel=kernel, debiased=debiased, centrings=("pooled",), out=tmp_path)
     assert set(df.measure) == {measure} and len(df) == 6 * 16
     same = df[df.checkpoint.isin(["A", "A-base"]) & df.ref_checkpoint.isin(["A", "A-base"])
               & (df.layer == df.ref_layer)]
@@ -181,7 +181,7 @@ def test_similarity_run_keeps_checkpoints_that_share_a_name(tmp_path):
     for model in (a, b):
         extract(model, tok, ds, "encoder.0", store=store)
     assert len({k.model for k in store.keys()}) == 2  # two checkpoints in the store
-    df = similarity_run(tmp_path)
+    df = similarity_run(tmp_path, centrings=("pooled",))
     assert len(df) == 3  # A x A, A x B, B x B
     names = sorted(set(df.checkpoint) | set(df.ref_checkpoint))
     fps = sorted(k.model[:8] for k in store.keys())
@@ -204,8 +204,8 @@ def test_similarity_run_turns_a_constant_layer_into_nan_cells_and_a_warning(tmp_
     for name, model in (("A", a), ("B", b)):  # no targets: the decoder input is the same prompt for every text
         extract(model, tok, ds, ["encoder.0", "decoder.embeddings", "decoder.0"], store=store,
                 provenance={"model_spec": name})
-    with caplog.at_level("WARNING", logger="xlprobe.runs"):
-        df = similarity_run(tmp_path)
+    with caplog.at_level("WARNING", logger="xlprobe.similarity"):
+        df = similarity_run(tmp_path, centrings=("pooled",))
     assert len(df) == 3 * 9  # A x A, A x B, B x B; 3 x 3 layers each: nothing dropped
     const = (df.layer == "decoder.embeddings") | (df.ref_layer == "decoder.embeddings")
     assert df[const].value.isna().all() and df[~const].value.notna().all()
@@ -287,8 +287,8 @@ def test_similarity_run_compares_checkpoints_on_the_items_they_share(tmp_path, c
     store = ActivationStore.open(tmp_path)
     extract(a, tok, first, "encoder.0", store=store, provenance={"model_spec": "A"})
     extract(b, tok, last, "encoder.0", store=store, provenance={"model_spec": "B"})
-    with caplog.at_level("INFO", logger="xlprobe.runs"):
-        df = similarity_run(tmp_path)
+    with caplog.at_level("INFO", logger="xlprobe.similarity"):
+        df = similarity_run(tmp_path, debiased=False, centrings=("pooled",))
     pair = df[(df.checkpoint == "A") & (df.ref_checkpoint == "B")]
     assert len(pair) == 1 and pair.n.iloc[0] == 10 and "10 shared items" in caplog.text
     xa = extract(a, tok, Dataset("s", ds.records[10:20]), "encoder.0")["encoder.0"]

@@ -237,20 +237,33 @@ def probe(
     seed: int = typer.Option(0, "--seed"),
     measures: Optional[str] = typer.Option(None, "--measures", help="Per-layer measures to add (comma-separated "
                                            "registry names; '' for none; default: separability, geometry, retrieval)."),
+    n_draws: int = typer.Option(5, "--n-draws", help="Draws of each random control (shuffled, control task)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base checkpoint of the comparisons (e.g. lm)."),
+    control: Optional[str] = typer.Option(None, "--control", help="Control checkpoint (e.g. lm-cont): every other "
+                                          "checkpoint is compared with it too (beyond what the control changes)."),
+    correction: str = typer.Option("holm", "--correction", help="holm | bh | none, over layers."),
+    n_perm: int = typer.Option(10_000, "--n-perm", help="Sign flips of the paired permutation tests."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default: RUN_DIR)."),
 ) -> None:
-    """Probe every captured layer (with its controls) and write results.parquet and results.csv."""
+    """Probe every captured layer (with its controls), compare the checkpoints, write results and comparisons."""
     from xlprobe.runs import probe_run
 
     t0 = time.perf_counter()
     try:
         df = probe_run(run_dir, task=task, probe=probe_name, pooling=pooling, by=by, k=k, n_boot=n_boot, seed=seed,
-                       controls=[c.strip() for c in controls.split(",") if c.strip()], out=out,
-                       measures=None if measures is None else [m.strip() for m in measures.split(",") if m.strip()])
+                       controls=[c.strip() for c in controls.split(",") if c.strip()], out=out, n_draws=n_draws,
+                       measures=None if measures is None else [m.strip() for m in measures.split(",") if m.strip()],
+                       base=base, control=control, correction=correction, n_perm=n_perm)
     except XlprobeError as err:
         _fail(err)
-    title = f"{task} probe ({probe_name}): accuracy ± half the 95% CI; controls: majority, shuffled labels, control task"
+    title = (f"{task} probe ({probe_name}): accuracy ± half the 95% CI; controls: majority, shuffled labels, "
+             "control task; selectivity: kappa minus the control task's, and accuracy minus a control "
+             "representation's (random-init weights if captured, else the embeddings)")
     console.print(_probe_table(df, title))
+    comparisons = df.attrs.get("comparisons")
+    if comparisons is not None and len(comparisons):
+        for contrast, cmp in comparisons.groupby("contrast", sort=False):
+            console.print(_comparison_table(cmp, str(contrast), correction))
     units = df.attrs.get("fold_units") or {}
     unit = df.attrs.get("fold_unit", by) if len(set(units.values())) <= 1 else ", ".join(
         f"{u} ({fp[:8]})" for fp, u in units.items())
@@ -329,24 +342,58 @@ def similarity(
     run_dir: Path = typer.Argument(..., help="Activation store with two or more checkpoints on the same data."),
     pooling: str = typer.Option("mean", "--pooling", "-p"),
     kernel: str = typer.Option("linear", "--kernel", help="linear | rbf"),
-    debiased: bool = typer.Option(False, "--debiased", help="Unbiased HSIC (Song et al. 2012)."),
+    biased: bool = typer.Option(False, "--biased", help="Biased HSIC (Kornblith et al. 2019) instead of the "
+                                "unbiased estimator (Song et al. 2012), whose floor is 0 at any d / n."),
+    centring: str = typer.Option("pooled,language", "--centring", help="pooled, language (each language's mean "
+                                 "removed on both sides), or both."),
+    n_half: int = typer.Option(100, "--n-half", help="Half-samples of parallel groups behind the intervals."),
+    n_null: int = typer.Option(20, "--n-null", help="Permutations of parallel groups behind the null."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base checkpoint (e.g. lm)."),
+    control: Optional[str] = typer.Option(None, "--control", help="Control checkpoint (e.g. lm-cont): each other "
+                                          "checkpoint's CKA to the base is compared with the control's."),
+    correction: str = typer.Option("holm", "--correction", help="holm | bh | none, over layers."),
+    seed: int = typer.Option(0, "--seed"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for similarity.parquet/.csv."),
 ) -> None:
-    """Layer x layer CKA between every pair of captured checkpoints (the paper's CKA analysis)."""
+    """Layer x layer CKA between every pair of captured checkpoints, with intervals, a null and role contrasts."""
     from xlprobe.runs import similarity_run
 
     try:
-        df = similarity_run(run_dir, pooling=pooling, kernel=kernel, debiased=debiased, out=out)
+        df = similarity_run(run_dir, pooling=pooling, kernel=kernel, debiased=not biased, n_half=n_half,
+                            n_null=n_null, centrings=[c.strip() for c in centring.split(",") if c.strip()],
+                            base=base, control=control, correction=correction, seed=seed, out=out)
     except XlprobeError as err:
         _fail(err)
+    measure = str(df.measure.iloc[0]) if len(df) else f"cka.{kernel}"
     pairs = df[(df.checkpoint != df.ref_checkpoint) & (df.layer == df.ref_layer)]
-    table = Table(title=f"CKA ({kernel}{', debiased' if debiased else ''}) of the same layer across checkpoints")
-    for col in ("checkpoint", "ref_checkpoint", "layer", "cka"):
+    table = Table(title=f"{measure} of the same layer across checkpoints: value [95% half-sampling CI]; "
+                        "null = items permuted within language (mean / 97.5%)")
+    for col in ("checkpoint", "ref_checkpoint", "layer", "centring", "cka", "null"):
         table.add_column(col)
     for r in pairs.itertuples():
-        table.add_row(str(r.checkpoint), str(r.ref_checkpoint), str(r.layer), f"{r.value:.3f}")
+        lo, nm = getattr(r, "ci_low", float("nan")), getattr(r, "null_mean", float("nan"))
+        ci = f" [{lo:.3f}, {r.ci_high:.3f}]" if lo == lo else ""
+        null = f"{nm:.3f} / {r.null_high:.3f}" if nm == nm else ""
+        table.add_row(str(r.checkpoint), str(r.ref_checkpoint), str(r.layer), str(r.centring),
+                      f"{r.value:.3f}{ci}", null)
     console.print(table)
+    comparisons = df.attrs.get("comparisons")
+    if comparisons is not None and len(comparisons):
+        console.print(_difference_table(comparisons, "Role contrasts: CKA(base, X) - CKA(base, control)",
+                                        by=("checkpoint", "layer", "centring")))
     console.print(f"{len(df)} rows (every layer pair) -> {(out or run_dir) / 'similarity.parquet'} and .csv")
+
+
+def _difference_table(cmp: Any, title: str, by: tuple[str, ...]) -> Table:
+    """Paired differences with their interval and corrected p-value, a star where it is below 0.05."""
+    table = Table(title=title)
+    for col in (*by, "difference [95% CI]", "p", "p adj."):
+        table.add_column(col)
+    for r in cmp.itertuples():
+        star = " *" if r.p_adjusted < 0.05 else ""
+        table.add_row(*(str(getattr(r, c)) for c in by), f"{r.value:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
+                      f"{r.p_value:.3g}", f"{r.p_adjusted:.3g}{star}")
+    return table
 
 
 def _probe_table(df: Any, title: str) -> Table:
@@ -363,16 +410,46 @@ def _probe_table(df: Any, title: str) -> Table:
 
     df = df[df.measure.str.startswith("probe.")]  # the per-layer measures are in the files, not this table
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    for col in ("checkpoint", "layer", "pooling", "task", "majority", "shuffled", "ctrl task", "selectivity",
-                "task, chance-corr."):
+    for col in ("checkpoint", "layer", "pooling", "task", "majority", "shuffled", "ctrl task", "sel. ctrl task",
+                "sel. control rep.", "task, chance-corr."):
         table.add_column(col, no_wrap=True)
     for (ckpt, layer, pool), g in df.groupby(["checkpoint", "layer", "pooling"], sort=False):
         sel = g.measure.str.endswith(".selectivity")
         corrected = g.measure.str.endswith(".chance_corrected")
         acc = g[~sel & ~corrected]
+        rep = g[sel & (g.control == "random-init")]
+        rep = rep if len(rep) else g[sel & (g.control == "embeddings")]
         table.add_row(str(ckpt), str(layer), str(pool), fmt(acc[acc.control.isna()]),
                       *(fmt(acc[acc.control == c], ci=False) for c in ("majority", "shuffled", "control-task")),
-                      fmt(g[sel]), fmt(g[corrected & g.control.isna()]))
+                      fmt(g[sel & (g.control == "control-task")]),
+                      ("" if rep.empty else f"{rep.control.iloc[0][:4]} ") + fmt(rep),
+                      fmt(g[corrected & g.control.isna()]))
+    return table
+
+
+#: Measures the printed comparison shows, in this order (every measure is in comparisons.parquet).
+SHOWN = ("probe.linear", "probe.mlp", "separability.knn", "retrieval.p_at_1", "retrieval.p_at_1.centered",
+         "alignment.neighbour_overlap", "separability.fisher", "geometry.effective_rank")
+
+
+def _comparison_table(cmp: Any, contrast: str, correction: str) -> Table:
+    """Per layer, the paired difference of each discriminating measure: value ± half its CI, * if p adj. < 0.05."""
+    from rich import box
+
+    pairs = ", ".join(dict.fromkeys(f"{a} - {b}" for a, b in zip(cmp.checkpoint, cmp.ref_checkpoint)))
+    table = Table(title=f"{contrast}: {pairs}; difference ± half the 95% CI, * where the p-value corrected "
+                        f"over layers ({correction}) is < 0.05", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    shown = [m for m in SHOWN if m in set(cmp.measure)]
+    for col in ("checkpoint", "layer", *[m.replace("separability.", "").replace("alignment.", "") for m in shown]):
+        table.add_column(col, no_wrap=True)
+    cells = cmp.set_index(["checkpoint", "layer", "measure"])
+    for ckpt, layer in dict.fromkeys(zip(cmp.checkpoint, cmp.layer)):
+        row = []
+        for m in shown:
+            r = cells.loc[(ckpt, layer, m)] if (ckpt, layer, m) in cells.index else None
+            row.append("-" if r is None else f"{r.value:+.3f}±{(r.ci_high - r.ci_low) / 2:.2f}"
+                       + ("*" if r.p_adjusted < 0.05 else ""))
+        table.add_row(str(ckpt), str(layer), *row)
     return table
 
 

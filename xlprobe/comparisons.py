@@ -73,8 +73,8 @@ def _row_fields(stats: PairedStats, correction: str, p_adj: np.ndarray, i: int) 
                 correction=f"{correction} over {family} layers", test=stats.test, n_groups=stats.n_groups)
 
 
-def _layers(keys: set[tuple[str, str, str]], measure: str, a: str, b: str) -> list[str]:
-    """Layers measured for both checkpoints, in the first's order."""
+def _layers(keys: dict[tuple[str, str, str], Any], measure: str, a: str, b: str) -> list[str]:
+    """Layers measured for both checkpoints, in the order they were measured for the first."""
     mine = [la for (m, c, la) in keys if m == measure and c == a]
     return [la for la in mine if (measure, b, la) in keys]
 
@@ -87,7 +87,7 @@ def compare_items(scores: Scores, groups: pd.Series, triples: Sequence[tuple[str
     ``scores`` maps ``(measure, checkpoint, layer)`` to per-item scores indexed by record id; ``groups``
     maps record ids to their parallel group (the unit resampled and flipped).
     """
-    keys = set(scores)
+    keys = dict.fromkeys(scores)
     rows: list[dict] = []
     for measure in dict.fromkeys(m for m, _, _ in scores):
         for a, b, contrast in triples:

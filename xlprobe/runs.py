@@ -27,8 +27,8 @@ import pandas as pd
 from xlprobe.errors import ConfigError, DataError, StoreError, XlprobeError
 from xlprobe.types import Dataset
 
-__all__ = ["probe_run", "similarity_run", "labels_for", "layer_measures", "DEFAULT_MEASURES", "SET_COMPARISONS",
-           "SET_INTERVALS", "SET_DRAWS"]
+__all__ = ["probe_run", "similarity_run", "labels_for", "layer_measures", "checkpoint_names", "open_store",
+           "DEFAULT_MEASURES", "SET_COMPARISONS", "SET_INTERVALS", "SET_DRAWS"]
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def labels_for(data: Dataset, task: str) -> np.ndarray:
     return np.asarray([str(r.labels[task]) for r in data], dtype=object)
 
 
-def _open_store(path: Path) -> Any:
+def open_store(path: Path) -> Any:
     """The activation store at ``path``, or StoreError when the folder is not one."""
     from xlprobe.store import ActivationStore
 
@@ -148,7 +148,7 @@ def _open_store(path: Path) -> Any:
     return ActivationStore.open(path)
 
 
-def _checkpoint_names(store: Any) -> dict[str, str]:
+def checkpoint_names(store: Any) -> dict[str, str]:
     """Model fingerprint -> the name its rows carry: its provenance, made unique across the store.
 
     The name is the ``model_spec`` the checkpoint was captured with, else the model's own name (its
@@ -249,7 +249,7 @@ def probe_run(
 
     adjust_pvalues([], correction)  # an unknown correction fails before any fit
     store_path = Path(run_dir)
-    store = _open_store(store_path)
+    store = open_store(store_path)
     keys = store.keys(pooling=pooling)
     if not keys:
         have = sorted({k.pooling for k in store.keys()})
@@ -261,7 +261,7 @@ def probe_run(
         raise ConfigError(f"measure {probe_measure(est)!r} is the run's own probe: probe_run writes its rows "
                           "(with an interval and controls) already",
                           hint="leave it out of measures, or name another probe's measure")
-    names = _checkpoint_names(store)
+    names = checkpoint_names(store)
     checkpoints = [c for c in dict.fromkeys(names[k.model] for k in keys) if not is_control_rep(c)]
     base, control = (resolve_checkpoint(base, checkpoints, "base"), resolve_checkpoint(control, checkpoints, "control"))
     triples = contrasts(checkpoints, base, control)
@@ -300,73 +300,8 @@ def _compare_set_measure(name: str, ctx: Any, triples: list, **kw: Any) -> list[
                         triples, labels=labels, **kw)
 
 
-def _shared_rows(ids_a: list[str], ids_b: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of the items two datasets share (by record id), in the first dataset's order."""
-    where = {rid: j for j, rid in enumerate(ids_b)}
-    pairs = [(i, where[rid]) for i, rid in enumerate(ids_a) if rid in where]
-    return (np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64))
+def similarity_run(*args: Any, **kwargs: Any) -> pd.DataFrame:
+    """The similarity suite (:func:`xlprobe.similarity.similarity_run`), kept importable from here."""
+    from xlprobe.similarity import similarity_run as run
 
-
-def similarity_run(run_dir: str | Path, *, pooling: str = "mean", kernel: str = "linear", debiased: bool = False,
-                   out: str | Path | None = None) -> pd.DataFrame:
-    """Layer x layer CKA between every pair of checkpoints, on the items they share (the paper's analysis).
-
-    Rows: ``checkpoint, layer, ref_checkpoint, ref_layer, measure, value, n``, the measure being the
-    registered ``cka.linear``, ``cka.rbf`` or their ``.debiased`` variants; each unordered pair of
-    checkpoints once, and every checkpoint against itself (its layer x layer table). A layer with no
-    variance across rows (the decoder input of a model captured without targets) gets NaN cells and a
-    warning, as in :func:`probe_run`; every other cell is computed. Two checkpoints captured on
-    different datasets (two ``--limit`` values, say) are compared on the items they share, matched by
-    record id (``n`` says how many; ``data`` / ``ref_data`` name the two datasets); checkpoints that
-    share none are not compared (a warning), and a store where no two share any item is an error.
-    Checkpoints are named as in the module docstring. Written to ``similarity.parquet`` / ``.csv`` next to the probe
-    results.
-    """
-    from xlprobe.probes.cka import cka_matrix
-    from xlprobe.registry import get_measure
-    from xlprobe.results import make_row, results_frame, write_results
-
-    measure = get_measure(f"cka.{kernel}" + (".debiased" if debiased else "")).name  # unknown kernel: ConfigError
-
-    store_path = Path(run_dir)
-    store = _open_store(store_path)
-    keys = store.keys(pooling=pooling)
-    if not keys:
-        raise StoreError(f"the store has no shards with pooling {pooling!r}", hint="capture with --pooling mean")
-    ckpt_name = _checkpoint_names(store)
-    reps: dict[tuple[str, str], dict[str, Any]] = {}  # (checkpoint, dataset) -> {layer: array}
-    for key in keys:
-        info = store.entry(key).get("info", {})
-        reps.setdefault((ckpt_name[key.model], key.data), {})[info.get("alias") or key.point] = store.read(key)
-    ids = {data_fp: [r.id for r in store.records(data_fp)] for data_fp in dict.fromkeys(k.data for k in keys)}
-    runs = list(reps)
-    rows, apart = [], []
-    for i, (a, da) in enumerate(runs):
-        for b, db in runs[i:]:
-            if a == b and da != db:
-                continue  # one checkpoint on two datasets: not a comparison
-            rows_a, rows_b = _shared_rows(ids[da], ids[db])
-            if rows_a.size == 0:
-                apart.append((a, b))
-                continue
-            if da != db:
-                log.info("%s vs %s: %d shared items (of %d and %d)", a, b, rows_a.size, len(ids[da]), len(ids[db]))
-            table = cka_matrix({k: v[rows_a] for k, v in reps[a, da].items()},
-                               {k: v[rows_b] for k, v in reps[b, db].items()}, kernel=kernel, debiased=debiased,
-                               constant="nan")
-            for name in table.attrs["constant"]:
-                log.warning("%s vs %s: %s not computed for %s: no variance across rows (CKA undefined)",
-                            a, b, measure, name.replace("reps_a", a).replace("reps_b", b))
-            rows += [make_row(checkpoint=a, layer=la, ref_checkpoint=b, ref_layer=lb, measure=measure,
-                              value=float(table.loc[la, lb]), n=int(rows_a.size), data=da, ref_data=db)
-                     for la in table.index for lb in table.columns]
-    compared = {(r["checkpoint"], r["ref_checkpoint"]) for r in rows}
-    never = sorted({p for p in apart if p not in compared})
-    if never and not any(a != b for a, b in compared):
-        raise DataError(f"no two checkpoints of the store were captured on shared items ({never[0][0]} and "
-                        f"{never[0][1]} share none)", hint="capture every checkpoint with the same --data and --limit")
-    for a, b in never:
-        log.warning("%s and %s share no captured item: not compared", a, b)
-    df = results_frame(rows)
-    write_results(df, out or store_path, name="similarity")
-    return df
+    return run(*args, **kwargs)

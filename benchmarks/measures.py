@@ -7,6 +7,12 @@ Run by hand (not part of the test suite)::
     python benchmarks/measures.py --quick         # n = 4k, d = 512; memory at 4k and 20k rows (~1 minute)
     python benchmarks/measures.py --json out.json # also write the numbers as JSON
 
+4. Paired statistics. Three checkpoints (the probe workload's layers, a per-checkpoint shift of the
+   language signal), 2,400 items (300 groups x 8 languages): the out-of-fold probe fits that give the
+   per-item correctness (5 folds, every layer and checkpoint), the per-item kNN and retrieval scores,
+   and the paired comparisons of all three measures for every pair of checkpoints over all layers
+   (1,000 cluster-bootstrap draws, 10,000 sign flips, Holm), timed once each, one after the other.
+
 3. Probes. Linear language probes over all layers of a synthetic parallel corpus (groups x languages,
    a language signal that rises and falls across layers): ``xlprobe.probes.LinearProbe`` against
    ``StandardScaler`` + scikit-learn ``LogisticRegression`` (lbfgs) at the same C, same train / test
@@ -155,6 +161,42 @@ def bench_probes(plan: dict[str, Any]) -> dict[str, Any]:
             "max_abs_diff_vs_reference_points": off}
 
 
+def bench_paired(plan: dict[str, Any]) -> dict[str, Any]:
+    """Probe fits vs the paired statistics that compare three checkpoints on them (all layers, 2,400 items)."""
+    import pandas as pd
+
+    from xlprobe.comparisons import compare_items, contrasts
+    from xlprobe.probes import probe_layers
+    from xlprobe.probes.items import item_scores
+
+    groups, langs = 300, 8
+    names = ["lm", "mt", "lm-cont"]
+    reps = {}
+    for i, c in enumerate(names):
+        layers, y, _, _ = probe_layers_data(groups, langs, plan["d"], plan["layers"], seed=i)
+        reps[c] = {f"layer.{j}": X for j, X in enumerate(layers)}
+    g = np.repeat(np.arange(groups), langs)
+    ids = pd.Index([f"{a}.{b}" for a, b in zip(g, y)])
+    print(f"  timing paired statistics: 3 checkpoints x {plan['layers']} layers x {len(y)} items, d = {plan['d']} ...",
+          flush=True)
+    t0 = time.perf_counter()
+    _, items = probe_layers(reps, y, g, controls=(), n_boot=0, return_items=True)
+    t_probe = time.perf_counter() - t0
+    scores = {("probe.linear", c, la): pd.Series(v, index=ids) for (c, la), v in items.items()}
+    t0 = time.perf_counter()
+    for c, layers_ in reps.items():
+        for la, X in layers_.items():
+            scores["separability.knn", c, la] = pd.Series(item_scores("separability.knn", X, y, g), index=ids)
+            scores["retrieval.p_at_1", c, la] = pd.Series(item_scores("retrieval.p_at_1", X, y, g), index=ids)
+    t_items = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = compare_items(scores, pd.Series(g.astype(str), index=ids), contrasts(names), n_boot=1000, n_perm=10_000)
+    t_stats = time.perf_counter() - t0
+    return {"checkpoints": 3, "layers": plan["layers"], "items": len(y), "d": plan["d"], "rows": len(rows),
+            "probe_fits_s": t_probe, "item_scores_s": t_items, "paired_stats_s": t_stats,
+            "stats_over_fits": t_stats / t_probe}
+
+
 # ------------------------------------------------------------------------------------------------ memory
 def child_memory(args: argparse.Namespace) -> None:
     """In a fresh process: one CKA computation from the store; print its peak memory as JSON."""
@@ -224,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     p.add_argument("--rounds", type=int, help="timed rounds (default: the plan's)")
     p.add_argument("--textbook", action="store_true", help="also time the literal tr(KHLH) form once")
-    p.add_argument("--skip", nargs="*", default=[], choices=["time", "memory", "probes"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["time", "memory", "probes", "paired"])
     p.add_argument("--json", type=Path, help="write the results as JSON to this path")
     p.add_argument("--child", choices=["in_memory", "streaming", "gram"], help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
@@ -260,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         del X, Y
     if "probes" not in args.skip:
         results["probes"] = bench_probes(plan["probe"])
+    if "paired" not in args.skip:
+        results["paired"] = bench_paired(plan["probe"])
     if "memory" not in args.skip:
         results["memory"] = bench_memory(plan["mem_n"], plan["d"], plan["chunk_rows"])
     results["loadavg_end"] = os.getloadavg()
@@ -300,6 +344,13 @@ def report(r: dict[str, Any]) -> None:
         ref = q["max_abs_diff_vs_reference_points"]
         print(f"  against the optimum (scikit-learn at tol 1e-9): xlprobe off by at most {ref['xlprobe']:.2f} points, "
               f"scikit-learn (default tol 1e-4) by {ref['sklearn']:.2f}")
+    if "paired" in r:
+        q = r["paired"]
+        print(f"paired comparisons of {q['checkpoints']} checkpoints x {q['layers']} layers x {q['items']} items "
+              f"(d = {q['d']}; probe, kNN, retrieval; 1,000 bootstrap draws, 10,000 sign flips): {q['rows']} rows")
+        print(f"  probe fits (5 folds, task only): {q['probe_fits_s']:.2f} s; per-item kNN + retrieval scores: "
+              f"{q['item_scores_s']:.2f} s; paired statistics: {q['paired_stats_s']:.2f} s "
+              f"({q['stats_over_fits']:.2f}x the probe fits; goal: well below 1)")
     if "memory" in r:
         print("peak memory of one CKA call from an ActivationStore (fresh process each; MiB above the RSS after imports)")
         print(f"  {'n':>7} {'d':>5} {'2 shards':>9} {'mode':>10} {'peak RSS':>9} {'tracemalloc':>12} {'seconds':>8}  value")

@@ -3,39 +3,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from xlprobe.cli_admin import store_app, toy_app
+from xlprobe.cli_common import console, err_console, fail
+from xlprobe.cli_tables import comparison_table, difference_table, probe_table
 from xlprobe.errors import ConfigError, XlprobeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Probe what happens inside multilingual transformers, e.g. after MT continued training.")
-store_app = typer.Typer(no_args_is_help=True, help="Inspect and check activation stores.")
 app.add_typer(store_app, name="store")
-toy_app = typer.Typer(no_args_is_help=True, help="The small mBART-style toy family trained here (lm, mt, lm-cont).")
 app.add_typer(toy_app, name="toy")
-
-# A pipe or a log file gets 120 columns rather than rich's 80, so result tables keep whole cells there.
-console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=120)
-err_console = Console(stderr=True)
-
-
-def _fail(err: XlprobeError) -> None:
-    """Print an xlprobe error (message and hint) and exit with status 2."""
-    err_console.print(f"[bold red]error:[/] {escape(err.message)}", soft_wrap=True)
-    if err.hint:
-        err_console.print(f"  [yellow]hint:[/] {escape(err.hint)}", soft_wrap=True)
-    raise typer.Exit(2)
-
 
 def _setup_logging(verbose: bool) -> None:
     """Log xlprobe's warnings (and info with --verbose) to stderr through rich."""
@@ -66,7 +52,7 @@ def layers(
         m, tok = load_model(model)
         rows = describe_points(m, tok)
     except XlprobeError as err:
-        _fail(err)
+        fail(err)
     if as_json:
         console.print_json(json.dumps(rows))
         return
@@ -104,7 +90,7 @@ def data(as_json: bool = typer.Option(False, "--json", help="Print JSON instead 
     try:
         rows = catalogue()
     except XlprobeError as err:
-        _fail(err)
+        fail(err)
     rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
     if as_json:
         console.print_json(json.dumps(rows, default=str))
@@ -206,7 +192,7 @@ def capture(
                        provenance={"command": command, "model_spec": model, "data_spec": data_spec, "seed": seed,
                                    "tgt": tgt or None})
     except XlprobeError as err:
-        _fail(err)
+        fail(err)
     table = Table(title=f"wrote {len(keys)} shard(s) to {out}")
     for col in ("alias", "point", "pooling", "rows", "dim"):
         table.add_column(col, no_wrap=col == "alias")
@@ -255,15 +241,15 @@ def probe(
                        measures=None if measures is None else [m.strip() for m in measures.split(",") if m.strip()],
                        base=base, control=control, correction=correction, n_perm=n_perm)
     except XlprobeError as err:
-        _fail(err)
+        fail(err)
     title = (f"{task} probe ({probe_name}): accuracy ± half the 95% CI; controls: majority, shuffled labels, "
              "control task; selectivity: kappa minus the control task's, and accuracy minus a control "
              "representation's (random-init weights if captured, else the embeddings)")
-    console.print(_probe_table(df, title))
+    console.print(probe_table(df, title))
     comparisons = df.attrs.get("comparisons")
     if comparisons is not None and len(comparisons):
         for contrast, cmp in comparisons.groupby("contrast", sort=False):
-            console.print(_comparison_table(cmp, str(contrast), correction))
+            console.print(comparison_table(cmp, str(contrast), correction))
     units = df.attrs.get("fold_units") or {}
     unit = df.attrs.get("fold_unit", by) if len(set(units.values())) <= 1 else ", ".join(
         f"{u} ({fp[:8]})" for fp, u in units.items())
@@ -302,7 +288,7 @@ def finetune(
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:
-        _fail(ConfigError(f"--seeds must be comma-separated integers, got {seeds!r}", hint="e.g. --seeds 0,1,2"))
+        fail(ConfigError(f"--seeds must be comma-separated integers, got {seeds!r}", hint="e.g. --seeds 0,1,2"))
     frames = []
     try:
         ds = load_data(data_spec, limit=limit, seed=0)
@@ -320,7 +306,7 @@ def finetune(
         df = results_frame(pd.concat(frames, ignore_index=True))
         write_results(df, out, name="finetune")
     except XlprobeError as err:
-        _fail(err)
+        fail(err)
     summary = df[df.seed.isna() & df.control.isna() & (df.measure == "finetune.accuracy")]
     langs = sorted(set(summary.lang))
     table = Table(title=f"{label}: accuracy after fine-tuning on {train_lang} (mean over seeds, range)")
@@ -363,7 +349,7 @@ def similarity(
                             n_null=n_null, centrings=[c.strip() for c in centring.split(",") if c.strip()],
                             base=base, control=control, correction=correction, seed=seed, out=out)
     except XlprobeError as err:
-        _fail(err)
+        fail(err)
     measure = str(df.measure.iloc[0]) if len(df) else f"cka.{kernel}"
     pairs = df[(df.checkpoint != df.ref_checkpoint) & (df.layer == df.ref_layer)]
     table = Table(title=f"{measure} of the same layer across checkpoints: value [95% half-sampling CI]; "
@@ -379,78 +365,9 @@ def similarity(
     console.print(table)
     comparisons = df.attrs.get("comparisons")
     if comparisons is not None and len(comparisons):
-        console.print(_difference_table(comparisons, "Role contrasts: CKA(base, X) - CKA(base, control)",
+        console.print(difference_table(comparisons, "Role contrasts: CKA(base, X) - CKA(base, control)",
                                         by=("checkpoint", "layer", "centring")))
     console.print(f"{len(df)} rows (every layer pair) -> {(out or run_dir) / 'similarity.parquet'} and .csv")
-
-
-def _difference_table(cmp: Any, title: str, by: tuple[str, ...]) -> Table:
-    """Paired differences with their interval and corrected p-value, a star where it is below 0.05."""
-    table = Table(title=title)
-    for col in (*by, "difference [95% CI]", "p", "p adj."):
-        table.add_column(col)
-    for r in cmp.itertuples():
-        star = " *" if r.p_adjusted < 0.05 else ""
-        table.add_row(*(str(getattr(r, c)) for c in by), f"{r.value:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
-                      f"{r.p_value:.3g}", f"{r.p_adjusted:.3g}{star}")
-    return table
-
-
-def _probe_table(df: Any, title: str) -> Table:
-    """One line per (checkpoint, layer, pooling): task accuracy, each control, selectivity, chance-corrected task."""
-    def fmt(rows: Any, ci: bool = True) -> str:
-        if rows.empty:
-            return "-"
-        r = rows.iloc[0]
-        if not ci:
-            return f"{r.value:.3f}"
-        return f"{r.value:.3f}" + ("" if r.ci_low != r.ci_low else f"±{(r.ci_high - r.ci_low) / 2:.2f}")
-
-    from rich import box
-
-    df = df[df.measure.str.startswith("probe.")]  # the per-layer measures are in the files, not this table
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    for col in ("checkpoint", "layer", "pooling", "task", "majority", "shuffled", "ctrl task", "sel. ctrl task",
-                "sel. control rep.", "task, chance-corr."):
-        table.add_column(col, no_wrap=True)
-    for (ckpt, layer, pool), g in df.groupby(["checkpoint", "layer", "pooling"], sort=False):
-        sel = g.measure.str.endswith(".selectivity")
-        corrected = g.measure.str.endswith(".chance_corrected")
-        acc = g[~sel & ~corrected]
-        rep = g[sel & (g.control == "random-init")]
-        rep = rep if len(rep) else g[sel & (g.control == "embeddings")]
-        table.add_row(str(ckpt), str(layer), str(pool), fmt(acc[acc.control.isna()]),
-                      *(fmt(acc[acc.control == c], ci=False) for c in ("majority", "shuffled", "control-task")),
-                      fmt(g[sel & (g.control == "control-task")]),
-                      ("" if rep.empty else f"{rep.control.iloc[0][:4]} ") + fmt(rep),
-                      fmt(g[corrected & g.control.isna()]))
-    return table
-
-
-#: Measures the printed comparison shows, in this order (every measure is in comparisons.parquet).
-SHOWN = ("probe.linear", "probe.mlp", "separability.knn", "retrieval.p_at_1", "retrieval.p_at_1.centered",
-         "alignment.neighbour_overlap", "separability.fisher", "geometry.effective_rank")
-
-
-def _comparison_table(cmp: Any, contrast: str, correction: str) -> Table:
-    """Per layer, the paired difference of each discriminating measure: value ± half its CI, * if p adj. < 0.05."""
-    from rich import box
-
-    pairs = ", ".join(dict.fromkeys(f"{a} - {b}" for a, b in zip(cmp.checkpoint, cmp.ref_checkpoint)))
-    table = Table(title=f"{contrast}: {pairs}; difference ± half the 95% CI, * where the p-value corrected "
-                        f"over layers ({correction}) is < 0.05", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    shown = [m for m in SHOWN if m in set(cmp.measure)]
-    for col in ("checkpoint", "layer", *[m.replace("separability.", "").replace("alignment.", "") for m in shown]):
-        table.add_column(col, no_wrap=True)
-    cells = cmp.set_index(["checkpoint", "layer", "measure"])
-    for ckpt, layer in dict.fromkeys(zip(cmp.checkpoint, cmp.layer)):
-        row = []
-        for m in shown:
-            r = cells.loc[(ckpt, layer, m)] if (ckpt, layer, m) in cells.index else None
-            row.append("-" if r is None else f"{r.value:+.3f}±{(r.ci_high - r.ci_low) / 2:.2f}"
-                       + ("*" if r.p_adjusted < 0.05 else ""))
-        table.add_row(str(ckpt), str(layer), *row)
-    return table
 
 
 @app.command()
@@ -463,117 +380,13 @@ def measures(
     try:
         specs = list_measures(kind)
     except XlprobeError as err:
-        _fail(err)
+        fail(err)
     table = Table(title=f"{len(specs)} measure(s)")
     for col in ("name", "kind", "reads", "direction", "what"):
         table.add_column(col, no_wrap=col != "what")
     for m in specs:
         table.add_row(m.name, m.kind, "" if m.reads == "none" else m.reads, m.direction, escape(m.summary))
     console.print(table)
-
-
-@store_app.command("ls")
-def store_ls(path: Path = typer.Argument(..., help="Activation store folder.")) -> None:
-    """List the shards of a store."""
-    from xlprobe.store import ActivationStore
-
-    try:
-        st = ActivationStore.open(path, create=False)
-        keys = st.keys()
-    except XlprobeError as err:
-        _fail(err)
-    table = Table(title=f"{len(keys)} shard(s) in {path}")
-    for col in ("alias", "pooling", "data", "model", "shape", "point"):
-        table.add_column(col, no_wrap=col == "alias")
-    for k in keys:
-        e = st.entry(k)
-        table.add_row(e.get("info", {}).get("alias", ""), k.pooling, k.data, k.model[:12], escape(str(e.get("shape"))),
-                      k.point)
-    console.print(table)
-
-
-@store_app.command("verify")
-def store_verify(
-    path: Path = typer.Argument(..., help="Activation store folder."),
-    repair: bool = typer.Option(False, "--repair", help="Drop damaged shards so the next capture rebuilds them."),
-) -> None:
-    """Check every shard's size and checksum; exit 1 when something is wrong (and not repaired)."""
-    from xlprobe.store import ActivationStore
-
-    try:
-        problems = ActivationStore.open(path, create=False).verify(repair=repair)
-    except XlprobeError as err:
-        _fail(err)
-    if problems:
-        for p in problems:
-            err_console.print(f"[red]✗[/] {escape(p)}")
-        if repair:
-            console.print("damaged shards removed: re-run the capture command to rebuild them")
-            return
-        raise typer.Exit(1)
-    console.print("[green]all shards verified[/]")
-
-
-@toy_app.command("train")
-def toy_train(
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (reused to resume after a kill)."),
-    preset: str = typer.Option("full", "--preset", help="full (about 2 h on 2 cores) | quick (about a minute)."),
-    seed: int = typer.Option(0, "--seed"),
-    fresh: bool = typer.Option(False, "--fresh", help="Start over instead of resuming what OUT holds."),
-) -> None:
-    """Train (or resume) the toy family: denoising lm, then mt and the lm-cont control from it."""
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # 2-4x faster on shared cores; read at torch import
-    from xlprobe.toy import train
-
-    try:
-        summary = train(out, preset=preset, seed=seed, resume=not fresh)
-    except XlprobeError as err:
-        _fail(err)
-    _print_toy_summary(summary, out)
-
-
-@toy_app.command("list")
-def toy_list() -> None:
-    """The shipped toy family: each checkpoint's stage, card numbers (chrF, losses) and folder."""
-    from xlprobe.toy.shipped import NAMES, card, path
-
-    try:
-        c = card()
-        folders = {n: path(n) for n in NAMES}
-    except XlprobeError as err:
-        _fail(err)
-    summary = {"stages": c["stages"],
-               "eval": {s: {"chrf": v["chrf"], "denoise_loss": v["denoise_loss"]} for s, v in c["stages"].items()}}
-    _print_toy_summary(summary, "shipped with xlprobe (see MODEL_CARD.md beside the weights)", footer=False)
-    for n in NAMES:
-        parent = c["stages"][n]["parent"]
-        console.print(f"toy:{n:<8} {c['stages'][n]['objective']:<11} from {parent or 'seed ' + str(c['seed']):<8} "
-                      f"{folders[n]}")
-
-
-def _print_toy_summary(summary: dict, out: Path | str, footer: bool = True) -> None:
-    """Stages (steps, loss, speed) and each checkpoint's chrF and denoising loss, as tables."""
-    table = Table(title=f"toy family {out}" if not isinstance(out, Path) else f"toy family in {out}")
-    for col in ("stage", "steps", "final loss", "tokens/s", "minutes"):
-        table.add_column(col)
-    for name, st in summary.get("stages", {}).items():
-        table.add_row(name, str(st.get("steps")), f"{st.get('final_loss', float('nan')):.3f}",
-                      f"{st.get('tokens_per_s', 0):.0f}", f"{st.get('seconds', 0) / 60:.1f}")
-    console.print(table)
-    evals = summary.get("eval", {})
-    dirs = sorted({d for e in evals.values() for d in e.get("chrf", {})})
-    table = Table(title="held-out books: chrF per direction, mean denoising loss (nats / token)")
-    for col in ("checkpoint", *dirs, "denoise"):
-        table.add_column(col)
-    for name, e in evals.items():
-        losses = list(e.get("denoise_loss", {}).values())
-        table.add_row(name, *(f"{e['chrf'].get(d, float('nan')):.1f}" for d in dirs),
-                      f"{sum(losses) / len(losses):.3f}" if losses else "-")
-    console.print(table)
-    if footer and isinstance(out, Path):
-        console.print(f"summary: {out / 'summary.json'}; checkpoints: {out / 'checkpoints'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -223,25 +223,38 @@ def _select_C(base: Any, grid: Sequence[float], A: np.ndarray, c: np.ndarray, g:
     if np.unique(c[~val]).size < 2:
         return float(min(grid))
     best, best_bits = float(min(grid)), math.inf
-    for C in sorted(grid):
-        est = clone(base).set_params(C=C)
-        bits = _probe_block_bits(est, A[~val], c[~val], None if g is None else g[~val], A[val], c[val], K)
+    warm = clone(base) if _warm_startable(base) else None
+    for C in sorted(grid):  # increasing C: each fit starts from the previous optimum where the probe can
+        if warm is not None:
+            warm.set_params(C=C, warm_start=True).fit(A[~val], c[~val])
+            bits = _fitted_block_bits(warm, int((~val).sum()), A[val], c[val], K)
+        else:
+            est = clone(base).set_params(C=C)
+            bits = _probe_block_bits(est, A[~val], c[~val], None if g is None else g[~val], A[val], c[val], K)
         if bits < best_bits - 1e-9:
             best, best_bits = float(C), bits
     return best
+
+
+def _warm_startable(est: Any) -> bool:
+    """Whether a probe can continue from its last fit (``warm_start``) and takes no groups in ``fit``."""
+    return "warm_start" in est.get_params() and not getattr(type(est), "fit_takes_groups", False)
 
 
 def _probe_block_bits(est: Any, A_prefix: np.ndarray, c_prefix: np.ndarray, g_prefix: np.ndarray | None,
                       A_block: np.ndarray, c_block: np.ndarray, K: int) -> float:
     """Bits to send the block's labels with ``est`` fitted on the prefix (unseen classes: see the docstring)."""
     groups = g_prefix if g_prefix is not None and np.unique(g_prefix).size >= 2 else None
-    est = fit_probe(est, A_prefix, c_prefix, groups)
+    return _fitted_block_bits(fit_probe(est, A_prefix, c_prefix, groups), c_prefix.size, A_block, c_block, K)
+
+
+def _fitted_block_bits(est: Any, m: int, A_block: np.ndarray, c_block: np.ndarray, K: int) -> float:
+    """Bits to send the block's labels with a probe fitted on a prefix of ``m`` items."""
     seen = np.asarray(est.classes_).astype(np.int64)
     logp = np.asarray(est.predict_log_proba(A_block), dtype=np.float64)
     if logp.shape != (A_block.shape[0], seen.size):
         raise DataError(f"{type(est).__name__}.predict_log_proba returned shape {logp.shape}; expected "
                         f"{(A_block.shape[0], seen.size)} (one column per class in classes_)")
-    m = c_prefix.size
     unseen = K - seen.size
     full = np.full((A_block.shape[0], K), -math.log(m + K))  # natural log of 1 / (m + K)
     full[:, seen] = logp + (math.log1p(-unseen / (m + K)) if unseen else 0.0)

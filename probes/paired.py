@@ -79,8 +79,9 @@ def _group_sums(a: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def resample_counts(n_units: int, n_boot: int, seed: int) -> np.ndarray:
     """How many times each unit is drawn in each of ``n_boot`` resamples with replacement [n_boot, n_units]."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, n_units, size=(n_boot, n_units))
+    flat = (draws + (np.arange(n_boot) * n_units)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n_units).reshape(n_boot, n_units).astype(np.float64)
 
 
 def _codes(groups: Any, n: int) -> np.ndarray:

@@ -42,7 +42,7 @@ DEFAULT_MEASURES = ("separability.knn", "separability.knn.all", "separability.ce
 #: Set measures (not means over items) that the comparisons also test, by a paired bootstrap of the statistic.
 SET_COMPARISONS = ("separability.fisher", "geometry.effective_rank")
 #: Half-samples behind a set measure's interval and its paired comparisons.
-SET_DRAWS = 100
+SET_DRAWS = 50
 #: Set measures whose rows get a half-sampling interval by recomputation; the others (silhouette, MDL: a
 #: full fit or an n^2 pass per resample) report the value alone.
 SET_INTERVALS = ("separability.fisher", "separability.centroid", "geometry.effective_rank", "geometry.anisotropy",
@@ -56,7 +56,9 @@ def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, group
 
     A labelled measure gets ``y`` (the task's labels) or ``langs``, as its spec's ``reads`` says. Those
     that read the labels also get a ``control="shuffled"`` row: the measure on the labels permuted across
-    items (seeded), the value it takes when the labelling has no structure in X. With ``n_boot``, every
+    items (seeded), the value it takes when the labelling has no structure in X; except MDL, whose
+    compression has its no-information point built in (1: the uniform code) and whose online code
+    costs a dozen fits. With ``n_boot``, every
     row gets an interval over resamples of ``groups`` (the parallel groups): from the per-item scores for
     a mean measure (:mod:`xlprobe.probes.items`), else by recomputing the statistic on :data:`SET_DRAWS`
     half-samples of the groups (:func:`xlprobe.probes.paired.half_sample_interval`; set statistics cost
@@ -86,6 +88,8 @@ def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, group
                 if len(set(langs.tolist())) < 2:
                     continue
                 calls, row_task = {None: (X, langs, groups)}, "language"
+            elif sp.name.startswith("mdl."):  # its no-information point is built in: the uniform code
+                calls, row_task = {None: (X, y, groups)}, task
             else:  # beside the value, the same measure on shuffled labels: what it gives without structure
                 calls, row_task = {None: (X, y, groups), "shuffled": (X, shuffled, groups)}, task
             for control, args in calls.items():

@@ -143,6 +143,7 @@ def similarity_run(run_dir: str | Path, *, pooling: str = "mean", kernel: str = 
         Folder for ``similarity.parquet`` / ``.csv`` (default ``run_dir``).
     """
     from xlprobe.comparisons import resolve_checkpoint
+    from xlprobe.probe_suite import is_control_rep
     from xlprobe.probes.cka import cka, cka_matrix
     from xlprobe.probes.paired import adjust_pvalues
     from xlprobe.registry import get_measure
@@ -156,6 +157,8 @@ def similarity_run(run_dir: str | Path, *, pooling: str = "mean", kernel: str = 
         raise DataError(f"centrings must be among {list(CENTRINGS)}; got {list(centrings)}")
     store_path = Path(run_dir)
     sides = _load(open_store(store_path), pooling)
+    names = [c for c in dict.fromkeys(c for c, _ in sides) if not is_control_rep(c)]
+    base, control = resolve_checkpoint(base, names, "base"), resolve_checkpoint(control, names, "control")
 
     def stat(X: np.ndarray, Y: np.ndarray) -> float:
         return cka(X, Y, kernel=kernel, debiased=debiased)
@@ -193,8 +196,6 @@ def similarity_run(run_dir: str | Path, *, pooling: str = "mean", kernel: str = 
     _check_apart(rows, apart)
     df = results_frame(rows)
     write_results(df, out or store_path, name="similarity")
-    names = list(dict.fromkeys(c for c, _ in runs))
-    base, control = resolve_checkpoint(base, names, "base"), resolve_checkpoint(control, names, "control")
     comparisons = pd.DataFrame()
     if base is not None and control is not None:
         comparisons = role_contrasts(sides, base, control, centrings=centrings, stat=stat, measure=measure,

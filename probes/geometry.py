@@ -15,7 +15,7 @@ import numpy as np
 
 from xlprobe.errors import DataError
 from xlprobe.probes.arrays import as_rep, check_int
-from xlprobe.probes.separability import _unit_rows
+from xlprobe.probes.pairwise import unit_norm_rows
 from xlprobe.registry import register_measure
 
 __all__ = ["effective_rank", "anisotropy", "norm_stats", "norm_mean"]
@@ -65,20 +65,22 @@ def effective_rank(X: np.ndarray, *, seed: int = 0) -> float:
 
 
 @register_measure("geometry.anisotropy", kind="unlabelled", direction="lower_better")
-def anisotropy(X: np.ndarray, *, n_pairs: int | None = 10000, seed: int = 0) -> float:
+def anisotropy(X: np.ndarray, *, n_pairs: int | None = None, seed: int = 0) -> float:
     """Mean cosine similarity of random pairs of distinct rows (Ethayarajh 2019): do all rows point alike?
 
     Near 0 for directions spread evenly around the origin, near 1 when a common offset dominates
     (the anisotropy baseline of Ethayarajh 2019, "How Contextual are Contextualized Word
-    Representations?", EMNLP). ``n_pairs`` pairs (i, j), i != j, are drawn uniformly with a seeded
-    generator. When there are no more distinct pairs than that, or ``n_pairs=None``, the mean over
-    all pairs is computed exactly, in O(n d): (|sum_i u_i|^2 - n) / (n (n - 1)) for unit rows u.
+    Representations?", EMNLP). By default the mean over all pairs is computed exactly, in O(n d):
+    (|sum_i u_i|^2 - n) / (n (n - 1)) for unit rows u, which is cheaper than sampling pairs and has
+    no sampling error. With ``n_pairs``, that many pairs (i, j), i != j, are drawn uniformly with a
+    seeded generator instead (the estimate Ethayarajh reports), unless there are no more distinct
+    pairs than that.
 
     Parameters
     ----------
     X : array [n, d]
         Representation, one row per item (at least 2, none of zero norm).
-    n_pairs : int or None, default 10000
+    n_pairs : int or None, default None
         Pairs to sample; None for the exact mean over all pairs.
     seed : int, default 0
         Seeds the pairs.
@@ -90,7 +92,7 @@ def anisotropy(X: np.ndarray, *, n_pairs: int | None = 10000, seed: int = 0) -> 
     """
     if n_pairs is not None:
         n_pairs = check_int("n_pairs", n_pairs, 1)
-    U = _unit_rows(as_rep(X, min_rows=2))
+    U = unit_norm_rows(as_rep(X, min_rows=2))
     n = U.shape[0]
     if n_pairs is None or n * (n - 1) // 2 <= n_pairs:
         total = U.sum(axis=0)

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from xlprobe.errors import ConfigError, DataError
+from xlprobe.errors import ConfigError, DataError, XlprobeError
 from xlprobe.probes.arrays import as_groups, check_float, check_int
 
 __all__ = ["PairedStats", "paired_item_stats", "paired_set_stats", "mean_interval", "bootstrap_means",
@@ -261,7 +261,8 @@ def paired_set_stats(stat_fn: Callable[..., float], reps_a: Sequence[Any], reps_
     ``reps_a`` and ``reps_b`` are sequences of L arrays [n, d] (one per layer) on the same items, or of
     L tuples of such arrays when ``stat_fn`` takes several (``cka(X, Y)`` against a reference); each
     half-sample of groups (:func:`half_samples`) is applied to every array of every layer of both
-    sides, so the two checkpoints stay paired. The standard error of the difference is the spread of
+    sides, so the two checkpoints stay paired; a layer on which ``stat_fn`` raises an xlprobe error (a
+    constant layer) gets NaN. The standard error of the difference is the spread of
     the half-sample differences (see :func:`half_sample_interval`); the p-value is the two-sided normal
     test of difference / standard error.
     """
@@ -277,7 +278,10 @@ def paired_set_stats(stat_fn: Callable[..., float], reps_a: Sequence[Any], reps_
 
     def stat(layer: Any, idx: np.ndarray | None) -> float:
         arrays = layer if isinstance(layer, tuple) else (layer,)
-        return float(stat_fn(*(np.asarray(X) if idx is None else np.asarray(X)[idx] for X in arrays)))
+        try:
+            return float(stat_fn(*(np.asarray(X) if idx is None else np.asarray(X)[idx] for X in arrays)))
+        except XlprobeError:  # a degenerate layer (constant rows): NaN, as the per-layer rows do
+            return float("nan")
 
     def diff(idx: np.ndarray | None) -> np.ndarray:
         return np.array([stat(la, idx) - stat(lb, idx) for la, lb in zip(reps_a, reps_b)])

@@ -39,10 +39,6 @@ __all__ = ["fisher_ratio", "silhouette", "knn_accuracy", "knn_correct", "nearest
 
 logger = logging.getLogger(__name__)
 
-#: Rows scaled to unit norm, DataError on a zero row (:func:`~xlprobe.probes.pairwise.unit_norm_rows`); the
-#: name geometry.py imports.
-_unit_rows = unit_norm_rows
-
 
 # ------------------------------------------------------------------------------------------ separability
 @register_measure("separability.fisher", kind="labelled", direction="higher_better")

@@ -174,3 +174,16 @@ def test_half_sample_interval_of_a_mean_matches_the_cluster_bootstrap():
     _, lo_b, hi_b = mean_interval(x, g, n_boot=2000, seed=0)
     _, lo_h, hi_h = half_sample_interval(np.mean, x, groups=g, n_half=400, seed=0)
     assert (hi_h - lo_h) == pytest.approx((hi_b - lo_b)[0], rel=0.2)
+
+
+def test_a_layer_the_statistic_cannot_take_is_nan_and_the_others_are_computed():
+    from xlprobe.probes.separability import fisher_ratio
+
+    rng = np.random.default_rng(0)
+    y = np.tile(np.arange(4), 30)
+    g = np.repeat(np.arange(30), 4)
+    X = rng.normal(size=(120, 6)) + y[:, None]
+    const = np.ones((120, 6))
+    r = paired_set_stats(fisher_ratio, [(X, y), (const, y)], [(X * 0.5 + rng.normal(size=X.shape), y), (const, y)],
+                         g, n_half=20)
+    assert np.isfinite(r.difference[0]) and np.isnan(r.difference[1]) and np.isnan(r.p_value[1])

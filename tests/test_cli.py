@@ -263,3 +263,13 @@ def test_capture_tgt_each_and_tgt_from_another_corpus(tmp_path):
     store = ActivationStore.open(tmp_path / "en", create=False)
     assert store.entry(store.keys()[0])["info"]["dataset_meta"]["targets"]["pool"] == "bible:en"
     assert {r.target_lang for r in store.records(store.keys()[0].data)} == {"en"}
+
+
+def test_capture_warns_when_a_toy_checkpoint_reads_books_it_trained_on(tmp_path):
+    res = runner.invoke(app, ["capture", "--model", "toy:lm", "--data", "bible:en,fr?books=Genesis,Ruth", "--limit", "6",
+                              "--layers", "encoder.0", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "books toy:lm trained on" in res.output and "Ruth, Jonah and John" in res.output
+    held = runner.invoke(app, ["capture", "--model", "toy:lm", "--data", "bible:en,fr?books=Ruth", "--limit", "6",
+                               "--layers", "encoder.0", "--out", str(tmp_path / "held")])
+    assert held.exit_code == 0 and "trained on" not in held.output

@@ -17,6 +17,7 @@ from xlprobe.cli_admin import store_app, toy_app
 from xlprobe.cli_common import console, err_console, fail
 from xlprobe.cli_tables import comparison_table, difference_table, probe_table
 from xlprobe.errors import ConfigError, XlprobeError
+from xlprobe.types import Dataset
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Probe what happens inside multilingual transformers, e.g. after MT continued training.")
@@ -172,6 +173,7 @@ def capture(
             console.print(f"decoder: teacher-forced on the parallel verse in {', '.join(t['langs'])} "
                           f"(from {t['pool']}): {t['n_rows']} rows from {t['n_sources']} texts; dropped "
                           f"{t['dropped_own']} of the target's own language, {t['dropped_groups']} incomplete verse(s)")
+        _warn_trained_books(model, ds)
         m, tok = load_model(model, device=device)
         store = ActivationStore.open(out)
         if layer_spec is None and m.config.is_encoder_decoder and tgt:
@@ -204,6 +206,19 @@ def capture(
     langs = sorted({r.lang for r in ds})
     console.print(f"{len(ds)} texts in {len(langs)} language(s) ({', '.join(langs)}), dataset {ds.fingerprint}, "
                   f"{time.perf_counter() - t0:.1f}s")
+
+
+def _warn_trained_books(model: str, ds: Dataset) -> None:
+    """Warn when a shipped toy checkpoint is captured on verses of books it trained on."""
+    if not model.startswith("toy:"):
+        return
+    from xlprobe.toy.data import trained_on
+
+    seen = trained_on(ds)
+    if seen:
+        err_console.print(f"[yellow]warning:[/] {len(seen)} of {len(ds)} texts come from books {model} trained on "
+                          "(its measures there also read what it memorised); the held-out books are Ruth, Jonah "
+                          "and John: --data \"bible:en,fr?books=Ruth,Jonah,John\"", soft_wrap=True)
 
 
 @app.command()

@@ -46,3 +46,13 @@ def test_unknown_language_is_refused() -> None:
     with pytest.raises(DataError, match="xx") as err:
         load_corpus(["en", "xx"])
     assert "en" in err.value.hint
+
+
+def test_trained_on_names_the_records_of_training_books():
+    from xlprobe.toy.data import trained_on
+    from xlprobe.types import Record
+
+    recs = [Record(id="a", text="x", lang="en", group="8.1.1"), Record(id="b", text="x", lang="en", group="1.1.1"),
+            Record(id="c", text="x", lang="en", group="43.3.16"), Record(id="d", text="x", lang="en", group=None),
+            Record(id="e", text="x", lang="en", group="40.5.3")]
+    assert trained_on(recs) == ["b", "e"]  # Genesis and Matthew; Ruth (8) and John (43) are held out

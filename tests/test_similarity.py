@@ -59,8 +59,11 @@ def test_role_contrast_finds_the_checkpoint_that_moved_away_from_the_base(tmp_pa
     base = {f"l{i}": rng.normal(size=(n, d)) for i in range(3)}
     control = {k: v + 0.3 * rng.normal(size=(n, d)) for k, v in base.items()}
     moved = {k: (v + (2.0 if k == "l1" else 0.3) * rng.normal(size=(n, d))) for k, v in base.items()}
-    df = similarity_run(_store(tmp_path, {"toy:lm": base, "toy:lm-cont": control, "toy:mt": moved}, G),
+    rand = {k: rng.normal(size=(n, d)) for k in base}
+    df = similarity_run(_store(tmp_path, {"toy:lm": base, "toy:lm-cont": control, "toy:mt": moved,
+                                          "random-init:toy:lm": rand}, G),
                         base="lm", control="lm-cont", n_half=60, n_null=0, centrings=("pooled",))
+    assert "random-init:toy:lm" in set(df.checkpoint) | set(df.ref_checkpoint)  # in the table, not a contrast
     cmp = df.attrs["comparisons"].set_index("layer")
     assert set(cmp.checkpoint) == {"toy:mt"} and set(cmp.ref_checkpoint) == {"toy:lm-cont"}
     assert cmp.loc["l1", "value"] < -0.3 and cmp.loc["l1", "p_adjusted"] < 0.01

@@ -16,7 +16,7 @@ def difference_table(cmp: Any, title: str, by: tuple[str, ...]) -> Table:
     for r in cmp.itertuples():
         star = " *" if r.p_adjusted < 0.05 else ""
         table.add_row(*(str(getattr(r, c)) for c in by), f"{r.value:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
-                      f"{r.p_value:.3g}", f"{r.p_adjusted:.3g}{star}")
+                      _p(r.p_value), _p(r.p_adjusted) + star)
     return table
 
 
@@ -75,3 +75,8 @@ def comparison_table(cmp: Any, contrast: str, correction: str) -> Table:
                        + ("*" if r.p_adjusted < 0.05 else ""))
         table.add_row(str(ckpt), str(layer), *row)
     return table
+
+
+def _p(p: float) -> str:
+    """A p-value for people: below 1e-15 (a normal tail past double precision) says so."""
+    return "<1e-15" if p < 1e-15 else f"{p:.3g}"

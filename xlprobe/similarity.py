@@ -234,6 +234,7 @@ def _check_apart(rows: list[dict], apart: list[tuple[str, str]]) -> None:
 def role_contrasts(sides: dict[tuple[str, str], Any], base: str, control: str, *, centrings: Sequence[str],
                    stat: Any, measure: str, n_half: int, correction: str, seed: int) -> pd.DataFrame:
     """Rows CKA(base, X) - CKA(base, control) per layer for every other checkpoint X, paired by half-sampling."""
+    from xlprobe.probe_suite import is_control_rep
     from xlprobe.probes.paired import adjust_pvalues, paired_set_stats
     from xlprobe.results import make_row, results_frame
 
@@ -241,7 +242,7 @@ def role_contrasts(sides: dict[tuple[str, str], Any], base: str, control: str, *
     for c, d in sides:
         first.setdefault(c, sides[c, d])
     rows = []
-    for x in [c for c in first if c not in (base, control)]:
+    for x in [c for c in first if c not in (base, control) and not is_control_rep(c)]:
         b, ctl, other = first[base], first[control], first[x]
         ids = [i for i in b.ids if i in set(other.ids) and i in set(ctl.ids)]
         if len(ids) < 4:

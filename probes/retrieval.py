@@ -50,7 +50,6 @@ Registered: ``retrieval.p_at_1`` (cosine), ``retrieval.p_at_1.centered`` (cosine
 """
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +71,6 @@ from xlprobe.registry import register_measure
 
 __all__ = ["RetrievalResult", "retrieval_matrix", "retrieval_p_at_1", "retrieval_hits", "CENTERS", "SCORINGS"]
 
-logger = logging.getLogger(__name__)
 
 #: Accepted values of ``scoring``.
 SCORINGS = ("cosine", "margin")
@@ -167,12 +165,12 @@ def _pair_hits(Q: np.ndarray, C: np.ndarray, *, margin: bool, k: int,
 
 
 def _warn_floored(floored: list[tuple[Any, Any]], k: int) -> None:
-    """Log and warn (RuntimeWarning, at the public function's caller) about floored margin denominators."""
+    """Warn (RuntimeWarning, at the public function's caller: once per calling line, not once per layer)
+    about floored margin denominators."""
     if floored:
         msg = (f"ratio margin: the mean cosine to the k={k} nearest neighbours (capped at the shared groups) "
                f"is <= 0 for some items of {len(floored)} pair(s) (e.g. {floored[0]!r}); their denominators were "
                f"floored at {_TINY}, so the margin ranks those candidates by the sign of the cosine")
-        logger.warning(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 

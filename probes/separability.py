@@ -77,6 +77,8 @@ def fisher_ratio(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
     if between + within == 0:
         raise DataError("X is constant across rows, so the Fisher ratio is undefined (0 / 0)",
                         hint="a constant representation (e.g. a dead layer) separates nothing")
+    if between <= 1e-12 * (between + within):  # class means equal up to rounding: exactly no separation
+        return 0.0
     return float("inf") if within == 0 else between / within
 
 

@@ -278,3 +278,12 @@ def test_knn_per_item_scores_average_to_both_registered_variants(name, exclude_g
         assert per_item.shape == (y.size,) and set(np.unique(per_item)) == {0.0, 1.0}
         assert per_item.mean() == get_measure(name)(X, y, groups, k=k, seed=0)
         np.testing.assert_array_equal(per_item, _knn_reference(X, y, groups if exclude_group else None, k, "cosine"))
+
+
+def test_fisher_ratio_is_exactly_zero_when_class_means_agree_up_to_rounding():
+    """Translations that a decoder reads as the same target: identical rows across classes, ratio 0, not 1e-32."""
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(50, 8)).astype(np.float32)
+    X = np.repeat(rows, 4, axis=0)  # each verse once per language, identical
+    y = np.tile(np.arange(4), 50)
+    assert fisher_ratio(X, y) == 0.0

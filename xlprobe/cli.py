@@ -6,8 +6,9 @@ import logging
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
@@ -30,6 +31,17 @@ def _setup_logging(verbose: bool) -> None:
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
+    seen: set[tuple[type, str]] = set()
+
+    def show(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        """A measure's warning as one log line (not its source line), each kind once per command."""
+        key = (category, str(message)[:40])
+        if key not in seen:
+            seen.add(key)
+            logging.getLogger("xlprobe").warning("%s", message)
+
+    warnings.showwarning = show
     for noisy in ("transformers", "urllib3", "huggingface_hub", "numba"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
@@ -258,8 +270,8 @@ def probe(
     except XlprobeError as err:
         fail(err)
     title = (f"{task} probe ({probe_name}): accuracy ± half the 95% CI; controls: majority, shuffled labels, "
-             "control task; selectivity: kappa minus the control task's, and accuracy minus a control "
-             "representation's (random-init weights if captured, else the embeddings)")
+             "control task (ctrl); sel.ctrl: kappa minus the control task's; sel.rep: accuracy minus a control "
+             "representation's (r: random-init weights, e: the embeddings); chance: (acc - maj.) / (1 - maj.)")
     console.print(probe_table(df, title))
     comparisons = df.attrs.get("comparisons")
     if comparisons is not None and len(comparisons):

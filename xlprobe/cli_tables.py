@@ -26,16 +26,15 @@ def probe_table(df: Any, title: str) -> Table:
         if rows.empty:
             return "-"
         r = rows.iloc[0]
-        if not ci:
+        if not ci or r.ci_low != r.ci_low:
             return f"{r.value:.3f}"
-        return f"{r.value:.3f}" + ("" if r.ci_low != r.ci_low else f"±{(r.ci_high - r.ci_low) / 2:.2f}")
+        return f"{r.value:.3f}±{(r.ci_high - r.ci_low) / 2:.2f}".replace("±0.", "±.")
 
     from rich import box
 
     df = df[df.measure.str.startswith("probe.")]  # the per-layer measures are in the files, not this table
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    for col in ("checkpoint", "layer", "pooling", "task", "majority", "shuffled", "ctrl task", "sel. ctrl task",
-                "sel. control rep.", "task, chance-corr."):
+    for col in ("checkpoint", "layer", "pool", "task", "maj.", "shuf.", "ctrl", "sel.ctrl", "sel.rep", "chance"):
         table.add_column(col, no_wrap=True)
     for (ckpt, layer, pool), g in df.groupby(["checkpoint", "layer", "pooling"], sort=False):
         sel = g.measure.str.endswith(".selectivity")
@@ -46,14 +45,25 @@ def probe_table(df: Any, title: str) -> Table:
         table.add_row(str(ckpt), str(layer), str(pool), fmt(acc[acc.control.isna()]),
                       *(fmt(acc[acc.control == c], ci=False) for c in ("majority", "shuffled", "control-task")),
                       fmt(g[sel & (g.control == "control-task")]),
-                      ("" if rep.empty else f"{rep.control.iloc[0][:4]} ") + fmt(rep),
+                      ("" if rep.empty else f"{'r' if rep.control.iloc[0] == 'random-init' else 'e'} ") + fmt(rep),
                       fmt(g[corrected & g.control.isna()]))
     return table
 
 
 #: Measures the printed comparison shows, in this order (every measure is in comparisons.parquet).
-SHOWN = ("probe.linear", "probe.mlp", "separability.knn", "retrieval.p_at_1", "retrieval.p_at_1.centered",
-         "alignment.neighbour_overlap", "separability.fisher", "geometry.effective_rank")
+#: Measures the printed comparison shows, in this order, with their column headers (every measure is in
+#: comparisons.parquet; the headers keep the table within 120 columns).
+SHOWN = {"probe.linear": "probe", "probe.mlp": "mlp probe", "separability.knn": "kNN", "retrieval.p_at_1": "P@1",
+         "alignment.neighbour_overlap": "overlap", "separability.fisher": "Fisher",
+         "geometry.effective_rank": "eff. rank"}
+
+
+def _cell(value: float, low: float, high: float, p_adj: float) -> str:
+    """``+.553±.08*``: the difference, half its interval, a star where the corrected p is below 0.05."""
+    def short(v: float, digits: int) -> str:
+        text = f"{v:+.{digits}f}" if abs(v) < 1 else f"{v:+.{1 if abs(v) >= 10 else 2}f}"
+        return text.replace("0.", ".", 1)
+    return f"{short(value, 3)}±{short((high - low) / 2, 2).lstrip('+')}" + ("*" if p_adj < 0.05 else "")
 
 
 def comparison_table(cmp: Any, contrast: str, correction: str) -> Table:
@@ -64,15 +74,14 @@ def comparison_table(cmp: Any, contrast: str, correction: str) -> Table:
     table = Table(title=f"{contrast}: {pairs}; difference ± half the 95% CI, * where the p-value corrected "
                         f"over layers ({correction}) is < 0.05", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     shown = [m for m in SHOWN if m in set(cmp.measure)]
-    for col in ("checkpoint", "layer", *[m.replace("separability.", "").replace("alignment.", "") for m in shown]):
+    for col in ("checkpoint", "layer", *[SHOWN[m] for m in shown]):
         table.add_column(col, no_wrap=True)
     cells = cmp.set_index(["checkpoint", "layer", "measure"])
     for ckpt, layer in dict.fromkeys(zip(cmp.checkpoint, cmp.layer)):
         row = []
         for m in shown:
             r = cells.loc[(ckpt, layer, m)] if (ckpt, layer, m) in cells.index else None
-            row.append("-" if r is None else f"{r.value:+.3f}±{(r.ci_high - r.ci_low) / 2:.2f}"
-                       + ("*" if r.p_adjusted < 0.05 else ""))
+            row.append("-" if r is None else _cell(r.value, r.ci_low, r.ci_high, r.p_adjusted))
         table.add_row(str(ckpt), str(layer), *row)
     return table
 

@@ -13,7 +13,7 @@ from xlprobe.errors import XlprobeError
 __all__ = ["store_app", "toy_app"]
 
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and check activation stores.")
-toy_app = typer.Typer(no_args_is_help=True, help="The small mBART-style toy family trained here (lm, mt, lm-cont).")
+toy_app = typer.Typer(no_args_is_help=True, help="The small mBART-style toy family trained here (lm, mt, lm-cont; mt-o2m, mt-m2o).")
 
 
 @store_app.command("ls")
@@ -64,15 +64,25 @@ def toy_train(
     preset: str = typer.Option("full", "--preset", help="full (about 2 h on 2 cores) | quick (about a minute)."),
     seed: int = typer.Option(0, "--seed"),
     fresh: bool = typer.Option(False, "--fresh", help="Start over instead of resuming what OUT holds."),
+    stages: str = typer.Option("", "--stages", help="Comma-separated stages to train (default all: lm, mt, "
+                               "lm-cont, mt-o2m, mt-m2o); a parent must be done or listed."),
+    from_shipped: bool = typer.Option(False, "--from-shipped", help="Seed OUT with the shipped lm (tokenizer, "
+                                      "weights, card numbers), so new stages continue the shipped family."),
 ) -> None:
-    """Train (or resume) the toy family: denoising lm, then mt and the lm-cont control from it."""
+    """Train (or resume) the toy family: denoising lm, then mt, mt-o2m, mt-m2o and the lm-cont control from it."""
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # 2-4x faster on shared cores; read at torch import
-    from xlprobe.toy import train
+    from xlprobe.toy import card, train
 
+    chosen = [s.strip() for s in stages.split(",") if s.strip()] or None
     try:
-        summary = train(out, preset=preset, seed=seed, resume=not fresh)
+        if from_shipped:
+            from xlprobe.toy.extend import seed_from_shipped
+
+            seed_from_shipped(out, preset)
+            seed = int(card()["seed"])
+        summary = train(out, preset=preset, seed=seed, resume=not fresh, stages=chosen)
     except XlprobeError as err:
         fail(err)
     _print_toy_summary(summary, out)

@@ -141,7 +141,8 @@ def make_stream(
     pivot: str | None = "en",
     pivot_prob: float = 0.5,
 ) -> Stream:
-    """Stream ``lm`` (denoise verses), ``mt`` (random pairs) or ``lm-cont`` (denoise mt's targets)."""
+    """Stream ``lm`` (denoise verses), ``mt`` (random pairs), ``lm-cont`` (denoise mt's targets), ``mt-o2m``
+    (pivot -> a random other language) or ``mt-m2o`` (a random other language -> pivot)."""
     rows = list(rows)
     if kind == "lm":
         base = [Example(r, lang, lang, True) for r in rows for lang in corpus.langs if corpus.ids[lang][r]]
@@ -161,8 +162,23 @@ def make_stream(
                 s, t = _pair(rng, avail[r], pivot, pivot_prob)
                 out.append(Example(r, s, t, False))
             return out
+    elif kind in ("mt-o2m", "mt-m2o"):
+        if pivot is None:
+            raise DataError(f"stream {kind!r} translates from or into the pivot language; got pivot=None",
+                            hint="pass pivot='en'")
+        others = {r: [lang for lang in corpus.langs if lang != pivot and corpus.ids[lang][r]] for r in rows}
+        usable = [r for r in rows if pivot in corpus.langs and corpus.ids[pivot][r] and others[r]]
+
+        def examples_of_epoch(epoch: int) -> list[Example]:
+            """Each usable verse once, pivot -> a language drawn for this epoch (or the reverse for m2o)."""
+            rng = np.random.default_rng([seed, stream_id, 1, epoch])
+            out = []
+            for r in usable:
+                o = others[r][int(rng.integers(len(others[r])))]
+                out.append(Example(r, pivot, o, False) if kind == "mt-o2m" else Example(r, o, pivot, False))
+            return out
     else:
-        raise DataError(f"unknown stream kind {kind!r}", hint="one of 'lm', 'mt', 'lm-cont'")
+        raise DataError(f"unknown stream kind {kind!r}", hint="one of 'lm', 'mt', 'lm-cont', 'mt-o2m', 'mt-m2o'")
 
     def length(ex: Example) -> int:
         """Source plus target tokens, the key of length bucketing."""

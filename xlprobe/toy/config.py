@@ -6,10 +6,14 @@ from dataclasses import asdict, dataclass, field, replace
 from xlprobe.errors import ConfigError
 from xlprobe.toy.data import HELDOUT_BOOKS, LANG_TRANSLATION
 
-__all__ = ["ToyConfig", "PRESETS", "get_preset", "STAGES"]
+__all__ = ["ToyConfig", "PRESETS", "get_preset", "STAGES", "MT_LENGTH", "ARCHITECTURE"]
 
-#: Stage name -> the stage it continues from (None: from the seeded random init).
-STAGES: dict[str, str | None] = {"lm": None, "mt": "lm", "lm-cont": "lm"}
+#: Stage name -> the stage it continues from (None: from the seeded random init). ``mt`` translates
+#: many-to-many, ``mt-o2m`` English into the other languages, ``mt-m2o`` the others into English (the
+#: paper's three MT directions); ``lm-cont`` denoises for as many steps (the control).
+STAGES: dict[str, str | None] = {"lm": None, "mt": "lm", "lm-cont": "lm", "mt-o2m": "lm", "mt-m2o": "lm"}
+#: Stages that run as many steps as ``mt`` (and from the same parent).
+MT_LENGTH = ("mt", "lm-cont", "mt-o2m", "mt-m2o")
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,17 @@ class ToyConfig:
     eval_no_repeat_ngram: int = 3  # stops greedy decoding's loops ("de la de la ..."); 0 to switch off
 
     def stage_steps(self, stage: str) -> int:
-        """Number of optimiser steps of ``stage`` (lm-cont mirrors mt)."""
-        return self.steps["mt" if stage == "lm-cont" else stage]
+        """Number of optimiser steps of ``stage`` (lm-cont, mt-o2m and mt-m2o mirror mt)."""
+        return self.steps["mt" if stage in MT_LENGTH else stage]
 
     def to_dict(self) -> dict:
         """JSON-ready settings (tuples become lists)."""
         return asdict(self)
+
+
+#: The settings that fix the tokenizer and the architecture: a run continued from shipped weights must
+#: keep them (the others, steps, data cap, evaluation, may differ).
+ARCHITECTURE = ("langs", "heldout_books", "vocab_size", "tok_every", "d_model", "layers", "heads", "ffn", "max_len")
 
 
 PRESETS: dict[str, ToyConfig] = {

@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ from xlprobe.toy.tokenizer import build_tokenizer, lang_id, load_tokenizer
 __all__ = ["train", "build_model", "tokenize_corpus", "export_checkpoint", "main"]
 
 log = logging.getLogger("xlprobe.toy")
-_STREAM_ID = {"lm": 1, "mt": 2, "lm-cont": 3}
+_STREAM_ID = {"lm": 1, "mt": 2, "lm-cont": 3, "mt-o2m": 4, "mt-m2o": 5}
 
 
 # ---------------------------------------------------------------- files
@@ -288,8 +288,23 @@ def _check_config(out: Path, record: dict, resume: bool) -> None:
     _write_json(path, record)
 
 
+def _selected(stages: Sequence[str] | None, done: dict) -> list[str]:
+    """The stages to run, in recipe order; each one's parent must be done or selected before it."""
+    todo = list(STAGES) if stages is None else [s for s in STAGES if s in set(stages)]
+    unknown = sorted(set(stages or ()) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"unknown toy stage(s) {unknown}", hint="stages: " + ", ".join(STAGES))
+    for stage in todo:
+        parent = STAGES[stage]
+        if parent is not None and parent not in done and parent not in todo[: todo.index(stage)]:
+            raise ConfigError(f"stage {stage!r} continues from {parent!r}, which this run has not trained",
+                              hint=f"add {parent!r} to the stages, or seed the run from the shipped family "
+                              "(xlprobe.toy.extend.seed_from_shipped)")
+    return todo
+
+
 def train(out_dir: str | Path, preset: str | ToyConfig = "full", seed: int = 0, resume: bool = True,
-          log_file: str | Path | None = None, **overrides: object) -> dict:
+          log_file: str | Path | None = None, stages: Sequence[str] | None = None, **overrides: object) -> dict:
     """Run (or resume) the whole toy-family recipe in ``out_dir``; returns the run summary.
 
     Parameters
@@ -299,6 +314,8 @@ def train(out_dir: str | Path, preset: str | ToyConfig = "full", seed: int = 0, 
     seed : the one seed every stage, batch and noise draw derives from.
     resume : continue from what ``out_dir`` holds (False: start over, overwriting).
     log_file : progress log (default ``out_dir/train.log``).
+    stages : the stages to train and evaluate (default all of :data:`STAGES`), in recipe order; a
+        parent must be done already (e.g. seeded from the shipped family) or selected too.
     """
     cfg = get_preset(preset, **overrides)
     out = Path(out_dir)
@@ -322,7 +339,9 @@ def train(out_dir: str | Path, preset: str | ToyConfig = "full", seed: int = 0, 
         train_c, held_c, tokenizer = _prepare(out, cfg)
         tc = tokenize_corpus(train_c, tokenizer, cfg.max_len)
         rows = list(range(len(train_c.keys)))
-        for stage, parent in STAGES.items():
+        todo = _selected(stages, progress["done"])
+        for stage in todo:
+            parent = STAGES[stage]
             if stage in progress["done"]:
                 continue
             model = build_model(cfg, len(tokenizer), seed)
@@ -344,7 +363,7 @@ def train(out_dir: str | Path, preset: str | ToyConfig = "full", seed: int = 0, 
             log.info("stage %s done: %s", stage, summary)
         held_tc = tokenize_corpus(held_c, tokenizer, cfg.max_len)
         results = _read_json(out / "eval.json", {})
-        for stage in STAGES:
+        for stage in todo:
             if stage in results:
                 continue
             log.info("evaluating %s on held-out books", stage)

@@ -20,6 +20,7 @@ from xlprobe.probes import retrieval as _retrieval  # noqa: F401  (registers ret
 from xlprobe.probes import separability as _separability  # noqa: F401  (registers separability.*)
 from xlprobe.probes import stats as _stats  # noqa: F401  (no measures: CIs and tests)
 from xlprobe.probes import transfer as _transfer  # noqa: F401  (registers transfer.accuracy, transfer.gap)
+from xlprobe.probes import weights as _weights  # noqa: F401  (registers weights.*)
 from xlprobe.probes.alignment import cross_language_cka, neighbour_overlap, neighbour_overlaps
 from xlprobe.probes.cca import cca_correlations, pwcca, svcca
 from xlprobe.probes.cka import cka, cka_from_store, cka_matrix, cka_streaming
@@ -41,6 +42,7 @@ from xlprobe.probes.separability import (
 )
 from xlprobe.probes.stats import BootstrapCI, PermutationResult, bootstrap_ci, paired_permutation_test
 from xlprobe.probes.transfer import transfer_probe
+from xlprobe.probes.weights import aggregate_weights, compare_weights, weight_spectra
 
 __all__ = [
     # probes and their controls
@@ -55,6 +57,8 @@ __all__ = [
     # cross-lingual alignment
     "retrieval_matrix", "retrieval_p_at_1", "retrieval_hits", "RetrievalResult", "cross_language_cka", "pair_rows",
     "neighbour_overlap", "neighbour_overlaps",
+    # which parameters diverge between checkpoints
+    "compare_weights", "aggregate_weights", "weight_spectra",
     # uncertainty
     "bootstrap_ci", "paired_permutation_test", "BootstrapCI", "PermutationResult",
 ]

@@ -273,3 +273,13 @@ def test_capture_warns_when_a_toy_checkpoint_reads_books_it_trained_on(tmp_path)
     held = runner.invoke(app, ["capture", "--model", "toy:lm", "--data", "bible:en,fr?books=Ruth", "--limit", "6",
                                "--layers", "encoder.0", "--out", str(tmp_path / "held")])
     assert held.exit_code == 0 and "trained on" not in held.output
+
+
+def test_weights_ranks_layers_and_modules_against_the_control(tmp_path):
+    res = runner.invoke(app, ["weights", "toy:lm", "toy:mt", "--control", "toy:lm-cont", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "encoder.0" in res.output and "beyond toy:lm-cont" in res.output
+    df = read_results(tmp_path / "weights.parquet")
+    assert set(df.checkpoint) == {"toy:mt", "toy:lm-cont"} and set(df.ref_checkpoint) == {"toy:lm"}
+    bad = runner.invoke(app, ["weights", "toy:lm", "tiny:bart"])
+    assert bad.exit_code == 2 and "second" in bad.output

@@ -35,7 +35,7 @@ STAGE_OF = (
     ("xlprobe.loading", "models"), ("xlprobe.tiny", "models"), ("xlprobe.toy*", "models"),
     # runners: they join the stages, so they may import any of them
     ("xlprobe.cli", "runner"), ("xlprobe.cli_tables", "runner"), ("xlprobe.cli_common", "runner"),
-    ("xlprobe.cli_admin", "runner"), ("xlprobe.runs", "runner"), ("xlprobe.finetune", "runner"),
+    ("xlprobe.cli_admin", "runner"), ("xlprobe.cli_weights", "runner"), ("xlprobe.runs", "runner"), ("xlprobe.finetune", "runner"),
     ("xlprobe.comparisons", "runner"), ("xlprobe.probe_suite", "runner"), ("xlprobe.similarity", "runner"),
     ("xlprobe.__main__", "runner"),
     ("xlprobe", "runner"),  # the package's __init__: the public API, re-exported lazily from every stage

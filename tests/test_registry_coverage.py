@@ -119,3 +119,12 @@ def test_finetune_rows_are_registered():
                            batch_size=8, max_length=24)
     assert _assert_registered(df) == {"finetune.accuracy", "finetune.transfer_gap", "finetune.train_loss"}
     assert {get_measure(n).kind for n in set(df.measure)} == {"table"}
+
+
+def test_weight_rows_are_registered():
+    from xlprobe.probes.weights import compare_weights
+    from xlprobe.tiny import build
+
+    a, b = build("mbart", seed=0)[0], build("mbart", seed=1)[0]
+    names = _assert_registered(compare_weights(a, b, k=2))
+    assert {get_measure(n).kind for n in names} == {"weights", "table"}

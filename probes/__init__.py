@@ -9,6 +9,7 @@ Note: ``xlprobe.probes.cka`` is the *function* :func:`~xlprobe.probes.cka.cka` (
 the module stays importable as ``from xlprobe.probes.cka import ...``.
 """
 from xlprobe.probes import alignment as _alignment  # noqa: F401  (registers alignment.neighbour_overlap)
+from xlprobe.probes import attribution as _attribution  # noqa: F401  (registers attribution.path)
 from xlprobe.probes import cca as _cca  # noqa: F401  (registers svcca, pwcca)
 from xlprobe.probes import cka as _cka  # noqa: F401  (registers cka, cka.linear, cka.rbf, and .debiased)
 from xlprobe.probes import geometry as _geometry  # noqa: F401  (registers geometry.*)
@@ -22,6 +23,7 @@ from xlprobe.probes import stats as _stats  # noqa: F401  (no measures: CIs and 
 from xlprobe.probes import transfer as _transfer  # noqa: F401  (registers transfer.accuracy, transfer.gap)
 from xlprobe.probes import weights as _weights  # noqa: F401  (registers weights.*)
 from xlprobe.probes.alignment import cross_language_cka, neighbour_overlap, neighbour_overlaps
+from xlprobe.probes.attribution import ParameterPathAttribution
 from xlprobe.probes.cca import cca_correlations, pwcca, svcca
 from xlprobe.probes.cka import cka, cka_from_store, cka_matrix, cka_streaming
 from xlprobe.probes.classifiers import PROBES, LinearProbe, MLPProbe, make_probe
@@ -58,7 +60,7 @@ __all__ = [
     "retrieval_matrix", "retrieval_p_at_1", "retrieval_hits", "RetrievalResult", "cross_language_cka", "pair_rows",
     "neighbour_overlap", "neighbour_overlaps",
     # which parameters diverge between checkpoints
-    "compare_weights", "aggregate_weights", "weight_spectra",
+    "compare_weights", "aggregate_weights", "weight_spectra", "ParameterPathAttribution",
     # uncertainty
     "bootstrap_ci", "paired_permutation_test", "BootstrapCI", "PermutationResult",
 ]

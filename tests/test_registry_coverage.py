@@ -128,3 +128,13 @@ def test_weight_rows_are_registered():
     a, b = build("mbart", seed=0)[0], build("mbart", seed=1)[0]
     names = _assert_registered(compare_weights(a, b, k=2))
     assert {get_measure(n).kind for n in names} == {"weights", "table"}
+
+
+def test_attribution_rows_are_registered():
+    from xlprobe.probes.attribution import ParameterPathAttribution
+    from xlprobe.tiny import build
+
+    a, b = build("mbart", seed=0)[0], build("mbart", seed=1)[0]
+    metric = lambda m: sum(p.sum() for p in m.parameters())  # noqa: E731  linear: exact in one step
+    rows, delta = ParameterPathAttribution(metric).attribute(a, b, n_steps=1)
+    assert _assert_registered(rows) == {"attribution.path"} and get_measure("attribution.path").kind == "table"

@@ -21,6 +21,7 @@ from xlprobe.probes import retrieval as _retrieval  # noqa: F401  (registers ret
 from xlprobe.probes import separability as _separability  # noqa: F401  (registers separability.*)
 from xlprobe.probes import stats as _stats  # noqa: F401  (no measures: CIs and tests)
 from xlprobe.probes import transfer as _transfer  # noqa: F401  (registers transfer.accuracy, transfer.gap)
+from xlprobe.probes import units as _units  # noqa: F401  (registers units.ablation_drop)
 from xlprobe.probes import weights as _weights  # noqa: F401  (registers weights.*)
 from xlprobe.probes.alignment import cross_language_cka, neighbour_overlap, neighbour_overlaps
 from xlprobe.probes.attribution import ParameterPathAttribution
@@ -44,6 +45,7 @@ from xlprobe.probes.separability import (
 )
 from xlprobe.probes.stats import BootstrapCI, PermutationResult, bootstrap_ci, paired_permutation_test
 from xlprobe.probes.transfer import transfer_probe
+from xlprobe.probes.units import ablation_check, unit_importance
 from xlprobe.probes.weights import aggregate_weights, compare_weights, weight_spectra
 
 __all__ = [
@@ -60,7 +62,8 @@ __all__ = [
     "retrieval_matrix", "retrieval_p_at_1", "retrieval_hits", "RetrievalResult", "cross_language_cka", "pair_rows",
     "neighbour_overlap", "neighbour_overlaps",
     # which parameters diverge between checkpoints
-    "compare_weights", "aggregate_weights", "weight_spectra", "ParameterPathAttribution",
+    "compare_weights", "aggregate_weights", "weight_spectra", "ParameterPathAttribution", "unit_importance",
+    "ablation_check",
     # uncertainty
     "bootstrap_ci", "paired_permutation_test", "BootstrapCI", "PermutationResult",
 ]

@@ -138,3 +138,13 @@ def test_attribution_rows_are_registered():
     metric = lambda m: sum(p.sum() for p in m.parameters())  # noqa: E731  linear: exact in one step
     rows, delta = ParameterPathAttribution(metric).attribute(a, b, n_steps=1)
     assert _assert_registered(rows) == {"attribution.path"} and get_measure("attribution.path").kind == "table"
+
+
+def test_unit_ablation_rows_are_registered():
+    from xlprobe.probes import LinearProbe
+    from xlprobe.probes.units import ablation_check
+
+    X, y, g, _ = _parallel()
+    probe = LinearProbe().fit(X, y)
+    rows = ablation_check(probe, X, y, list(range(X.shape[1])), ks=(1,), groups=g, n_random=2, n_boot=10)
+    assert _assert_registered(rows) == {"units.ablation_drop"}

@@ -13,6 +13,7 @@ from xlprobe.probes import attribution as _attribution  # noqa: F401  (registers
 from xlprobe.probes import cca as _cca  # noqa: F401  (registers svcca, pwcca)
 from xlprobe.probes import cka as _cka  # noqa: F401  (registers cka, cka.linear, cka.rbf, and .debiased)
 from xlprobe.probes import geometry as _geometry  # noqa: F401  (registers geometry.*)
+from xlprobe.probes import interventions as _interventions  # noqa: F401  (registers intervention.metric)
 from xlprobe.probes import items as _items  # noqa: F401  (per-item scores of mean measures; no measures)
 from xlprobe.probes import mdl as _mdl  # noqa: F401  (registers mdl.codelength, mdl.compression)
 from xlprobe.probes import probing as _probing  # noqa: F401  (registers probe.linear, probe.mlp, ...)

@@ -116,3 +116,15 @@ def test_different_architectures_are_refused_by_name(tiny):
     bart = build("bart", seed=0)[0]
     with pytest.raises(DataError, match="is not in the second|has shape"):
         compare_weights(tiny, bart)
+
+
+def test_subspace_overlap_is_one_for_the_same_and_zero_for_orthogonal_subspaces(tiny):
+    k = 3
+    A0 = dict(tiny.named_parameters())[FC1].detach().double().numpy()
+    U, _, Vt = np.linalg.svd(np.random.default_rng(0).normal(size=A0.shape), full_matrices=False)
+    S = np.diag([3.0, 2.0, 1.0])
+    a = _with(tiny, FC1, lambda M: U[:, :k] @ S @ Vt[:k])
+    same = _with(tiny, FC1, lambda M: U[:, :k] @ (2 * S) @ Vt[:k])
+    orth = _with(tiny, FC1, lambda M: U[:, k:2 * k] @ S @ Vt[k:2 * k])
+    assert _row(compare_weights(a, same, k=k), FC1, "weights.subspace_overlap") == pytest.approx(1.0)
+    assert _row(compare_weights(a, orth, k=k), FC1, "weights.subspace_overlap") == pytest.approx(0.0, abs=1e-12)

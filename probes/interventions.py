@@ -25,7 +25,7 @@ from xlprobe.probes.arrays import as_labels, as_rep, check_float
 from xlprobe.probes.weights import parameter_place
 from xlprobe.registry import register_measure
 
-__all__ = ["interpolate", "transplant", "erase_concept", "MODULE_GROUPS"]
+__all__ = ["interpolate", "transplant", "erase_concept", "erased_transfer", "MODULE_GROUPS"]
 
 #: Named module groups :func:`transplant` takes (besides a layer name or a predicate on parameter names).
 MODULE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -107,3 +107,22 @@ def erase_concept(X_fit: Any, concept: Any, X: Any | None = None) -> np.ndarray:
     if target.shape[1] != A.shape[1]:
         raise DataError(f"X has {target.shape[1]} features, the eraser was fitted on {A.shape[1]}")
     return eraser(torch.as_tensor(target)).detach().numpy()
+
+
+def erased_transfer(reps: dict[str, Any], y: Any, langs: Any, groups: Any, **kw: Any) -> Any:
+    """Zero-shot transfer per layer before and after LEACE erases the language: the ``intervention`` column.
+
+    The causal test of the separability explanation: if a representation transfers badly because its
+    languages sit apart, removing every linearly decodable trace of the language (fitted on all items'
+    languages, no task label) should close the transfer gap. ``kw`` goes to
+    :func:`xlprobe.probes.transfer.transfer_probe` (``train_lang``, ``checkpoint``, ``n_boot`` ...).
+    """
+    import pandas as pd
+
+    from xlprobe.probes.transfer import transfer_probe
+
+    before = transfer_probe(reps, y, langs, groups, **kw)
+    erased = {layer: erase_concept(X, langs) for layer, X in reps.items()}
+    after = transfer_probe(erased, y, langs, groups, **kw)
+    return pd.concat([before.assign(intervention="none"), after.assign(intervention="leace-language")],
+                     ignore_index=True)

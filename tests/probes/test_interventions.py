@@ -63,3 +63,23 @@ def test_after_leace_a_linear_probe_is_at_chance_on_the_erased_label():
     assert kept > 0.9
     with pytest.raises(DataError, match="features"):
         erase_concept(X[tr], y[tr], X[:, :5])
+
+
+def test_erasing_a_language_offset_that_blocks_transfer_closes_the_gap():
+    """The label on axis 0 everywhere, and on axis 1 in English only, where the languages sit apart:
+    the English probe leans on axis 1 and fails elsewhere; erasing the language removes axis 1."""
+    from xlprobe.probes.interventions import erased_transfer
+
+    rng = np.random.default_rng(1)
+    G, langs_ = 150, np.array(["en", "fr", "de"])
+    groups = np.repeat(np.arange(G), 3)
+    langs = np.tile(langs_, G)
+    y = np.repeat(rng.integers(0, 2, G), 3)
+    X = rng.normal(size=(3 * G, 12))
+    X[:, 0] += 1.0 * y
+    X[:, 1] += 3.0 * y * (langs == "en") + np.select([langs == "fr", langs == "de"], [4.0, -4.0], 0.0)
+    df = erased_transfer({"l": X}, y, langs, groups, train_lang="en", n_boot=0, task="label")
+    gap = df[df.measure == "transfer.gap"].groupby("intervention").value.mean()
+    acc = df[(df.measure == "transfer.accuracy") & df.control.isna()].groupby(["intervention", "lang"]).value.mean()
+    assert gap["none"] > 0.15 and gap["leace-language"] < gap["none"] - 0.1
+    assert acc["leace-language", "fr"] > 0.65  # the label survives: only the language's axis went

@@ -75,10 +75,27 @@ def parameter_place(name: str) -> tuple[str, str, str]:
     return side, f"{side}.final_norm" if final else f"{side}.embeddings", module
 
 
+def _svd_gram(M: np.ndarray, k: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Singular values (descending) of M and its top-k left / right singular vectors, from the Gram matrix of
+    its smaller side (one eigendecomposition of a min(m, n)-square matrix: cheap for a 250k x 1024
+    embedding, where a full SVD is not)."""
+    from scipy.linalg import eigh
+
+    wide = M.shape[0] <= M.shape[1]
+    G = M @ M.T if wide else M.T @ M
+    s = np.sqrt(np.clip(np.linalg.eigvalsh(G)[::-1], 0.0, None))  # values only: the cheap LAPACK path
+    if k == 0:
+        return s, np.empty((M.shape[0], 0)), np.empty((M.shape[1], 0))
+    m = G.shape[0]
+    top = eigh(G, subset_by_index=[m - k, m - 1])[1][:, ::-1]  # only the k leading eigenvectors
+    safe = np.where(s[:k] > 0, s[:k], 1.0)
+    other = (M.T @ top if wide else M @ top) / safe  # the other side's singular vectors
+    return (s, top, other) if wide else (s, other, top)
+
+
 def _spectrum(M: np.ndarray) -> np.ndarray:
-    """Singular values of a matrix, through the Gram matrix of its smaller side (float64)."""
-    G = M @ M.T if M.shape[0] <= M.shape[1] else M.T @ M
-    return np.sqrt(np.clip(np.linalg.eigvalsh(G)[::-1], 0.0, None))
+    """Singular values of a matrix, descending (float64)."""
+    return _svd_gram(M)[0]
 
 
 def _effective_rank(s: np.ndarray) -> float:
@@ -95,19 +112,11 @@ def _stable_rank(s: np.ndarray) -> float:
     return float((s ** 2).sum() / s[0] ** 2) if s.size and s[0] > 0 else float("nan")
 
 
-def _top(M: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The top-k left and right singular vectors of M."""
-    U, _, Vt = np.linalg.svd(M, full_matrices=False)
-    return U[:, :k], Vt[:k].T
-
-
 def _matrix_rows(A: np.ndarray, B: np.ndarray, k: int) -> dict[str, float]:
     """The matrix measures of one tensor pair (k clipped to its smaller side)."""
     D = B - A
     k = min(k, *A.shape)
-    sa, sb, sd = _spectrum(A), _spectrum(B), _spectrum(D)
-    Ua, Va = _top(A, k)
-    Ub, _ = _top(B, k)
+    (sa, Ua, Va), (sb, Ub, _), sd = _svd_gram(A, k), _svd_gram(B, k), _spectrum(D)
     overlap = float((np.linalg.svd(Ua.T @ Ub, compute_uv=False) ** 2).mean())
     energy = float((D ** 2).sum())
     inside = float(((Ua.T @ D @ Va) ** 2).sum() / energy) if energy > 0 else float("nan")

@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     import_torch(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)  # numpy's BLAS too: spinning threads on shared cores distort the ratio
     size = "quick" if args.quick else "full"
     results: dict[str, Any] = {"machine": machine_facts(args.threads), "code": code_state(), "size": size}
     if "weights" not in args.skip:

@@ -13,7 +13,7 @@ import torch
 
 from xlprobe.errors import DataError
 
-__all__ = ["TokenizedCorpus", "Example", "Stream", "infill", "make_stream", "collate"]
+__all__ = ["TokenizedCorpus", "Example", "Stream", "infill", "make_stream", "collate", "pad_ids", "IGNORE"]
 
 IGNORE = -100
 
@@ -28,6 +28,8 @@ class TokenizedCorpus:
     eos_id: int
     pad_id: int
     mask_id: int
+    bos_id: int = 0
+    piece_end: int = 0  # ids [4, piece_end) are ordinary pieces (language codes and <mask> follow)
 
     @property
     def n_rows(self) -> int:
@@ -141,10 +143,10 @@ def make_stream(
     pivot: str | None = "en",
     pivot_prob: float = 0.5,
 ) -> Stream:
-    """Stream ``lm`` (denoise verses), ``mt`` (random pairs), ``lm-cont`` (denoise mt's targets), ``mt-o2m``
-    (pivot -> a random other language) or ``mt-m2o`` (a random other language -> pivot)."""
+    """Stream ``lm`` (denoise verses; ``mlm`` reads the same), ``mt`` (random pairs), ``lm-cont`` (denoise
+    mt's targets), ``mt-o2m`` (pivot -> a random other language) or ``mt-m2o`` (a random other language -> pivot)."""
     rows = list(rows)
-    if kind == "lm":
+    if kind in ("lm", "mlm"):
         base = [Example(r, lang, lang, True) for r in rows for lang in corpus.langs if corpus.ids[lang][r]]
 
         def examples_of_epoch(epoch: int) -> list[Example]:
@@ -178,13 +180,13 @@ def make_stream(
                 out.append(Example(r, pivot, o, False) if kind == "mt-o2m" else Example(r, o, pivot, False))
             return out
     else:
-        raise DataError(f"unknown stream kind {kind!r}", hint="one of 'lm', 'mt', 'lm-cont', 'mt-o2m', 'mt-m2o'")
+        raise DataError(f"unknown stream kind {kind!r}", hint="one of 'lm', 'mlm', 'mt', 'lm-cont', 'mt-o2m', 'mt-m2o'")
 
     def length(ex: Example) -> int:
         """Source plus target tokens, the key of length bucketing."""
         return len(corpus.ids[ex.src][ex.row]) + len(corpus.ids[ex.tgt][ex.row])
 
-    n_examples = len(base) if kind == "lm" else len(usable)
+    n_examples = len(base) if kind in ("lm", "mlm") else len(usable)
     if n_examples < batch_size:
         raise DataError(f"{n_examples} {kind} examples cannot fill one batch of {batch_size}",
                         hint="lower batch_size or use more verses")
@@ -193,7 +195,7 @@ def make_stream(
     return Stream(examples_of_epoch, length, n_examples, batch_size, seed, stream_id, transform=transform)
 
 
-def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+def pad_ids(seqs: list[list[int]], value: int) -> torch.Tensor:
     """Right-pad int sequences to a [n, max_len] long tensor."""
     width = max(len(s) for s in seqs)
     out = torch.full((len(seqs), width), value, dtype=torch.long)
@@ -219,9 +221,9 @@ def collate(
             x = infill(x, rng, corpus.mask_id, mask_ratio, poisson_lambda)
         srcs.append([corpus.lang_ids[ex.src], *x, corpus.eos_id])
         tgts.append([corpus.lang_ids[ex.tgt], *y, corpus.eos_id])
-    input_ids = _pad(srcs, corpus.pad_id)
-    labels = _pad(tgts, IGNORE)
-    dec = _pad([[corpus.eos_id, *t[:-1]] for t in tgts], corpus.pad_id)
+    input_ids = pad_ids(srcs, corpus.pad_id)
+    labels = pad_ids(tgts, IGNORE)
+    dec = pad_ids([[corpus.eos_id, *t[:-1]] for t in tgts], corpus.pad_id)
     return {
         "input_ids": input_ids,
         "attention_mask": (input_ids != corpus.pad_id).long(),

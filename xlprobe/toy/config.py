@@ -6,14 +6,18 @@ from dataclasses import asdict, dataclass, field, replace
 from xlprobe.errors import ConfigError
 from xlprobe.toy.data import HELDOUT_BOOKS, LANG_TRANSLATION
 
-__all__ = ["ToyConfig", "PRESETS", "get_preset", "STAGES", "MT_LENGTH", "ARCHITECTURE"]
+__all__ = ["ToyConfig", "PRESETS", "get_preset", "STAGES", "MT_LENGTH", "ENCODER_ONLY", "ARCHITECTURE"]
 
 #: Stage name -> the stage it continues from (None: from the seeded random init). ``mt`` translates
 #: many-to-many, ``mt-o2m`` English into the other languages, ``mt-m2o`` the others into English (the
-#: paper's three MT directions); ``lm-cont`` denoises for as many steps (the control).
-STAGES: dict[str, str | None] = {"lm": None, "mt": "lm", "lm-cont": "lm", "mt-o2m": "lm", "mt-m2o": "lm"}
+#: paper's three MT directions); ``lm-cont`` denoises for as many steps (the control); ``mlm`` is an
+#: encoder-only XLM-R masked LM from its own random init (the paper's "other multilingual model").
+STAGES: dict[str, str | None] = {"lm": None, "mt": "lm", "lm-cont": "lm", "mt-o2m": "lm", "mt-m2o": "lm",
+                                 "mlm": None}
 #: Stages that run as many steps as ``mt`` (and from the same parent).
 MT_LENGTH = ("mt", "lm-cont", "mt-o2m", "mt-m2o")
+#: Encoder-only stages (no translation, no chrF); the others are MBart seq2seq models.
+ENCODER_ONLY = ("mlm",)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class ToyConfig:
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     clip: float = 1.0
-    steps: dict[str, int] = field(default_factory=lambda: {"lm": 2400, "mt": 3200})  # lm-cont = mt
+    steps: dict[str, int] = field(default_factory=lambda: {"lm": 2400, "mt": 3200})  # lm-cont = mt, mlm = lm
     mask_ratio: float = 0.35
     poisson_lambda: float = 3.5
     pivot: str = "en"
@@ -63,7 +67,9 @@ class ToyConfig:
     eval_no_repeat_ngram: int = 3  # stops greedy decoding's loops ("de la de la ..."); 0 to switch off
 
     def stage_steps(self, stage: str) -> int:
-        """Number of optimiser steps of ``stage`` (lm-cont, mt-o2m and mt-m2o mirror mt)."""
+        """Number of optimiser steps of ``stage`` (lm-cont, mt-o2m and mt-m2o mirror mt; mlm, unset, lm)."""
+        if stage == "mlm" and "mlm" not in self.steps:
+            return self.steps["lm"]
         return self.steps["mt" if stage in MT_LENGTH else stage]
 
     def to_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""The recipe of the toy mBART family: tokenizer, stages lm -> {mt, lm-cont}, fp16 export, evaluation.
+"""The recipe of the toy mBART family: tokenizer, stages lm -> {mt, lm-cont, ...}, mlm, fp16 export, evaluation.
 
 Resumable after a kill: each stage checkpoints model, optimizer, scheduler and step (the data order and
 every random draw are functions of (seed, stage, step), see ``batches.py``) atomically every few minutes;
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import (
+    AutoModelForMaskedLM,
     AutoModelForSeq2SeqLM,
     GenerationConfig,
     MBartConfig,
@@ -32,15 +33,16 @@ from transformers import (
 
 from xlprobe.errors import ConfigError
 from xlprobe.toy.batches import IGNORE, TokenizedCorpus, collate, make_stream
-from xlprobe.toy.config import STAGES, ToyConfig, get_preset
+from xlprobe.toy.config import ENCODER_ONLY, STAGES, ToyConfig, get_preset
 from xlprobe.toy.data import LANG_CODES, ParallelCorpus, load_corpus
 from xlprobe.toy.evaluate import evaluate_model
+from xlprobe.toy.mlm import build_mlm_model, evaluate_mlm, mlm_collate
 from xlprobe.toy.tokenizer import build_tokenizer, lang_id, load_tokenizer
 
-__all__ = ["train", "build_model", "tokenize_corpus", "export_checkpoint", "main"]
+__all__ = ["train", "build_model", "build_stage_model", "tokenize_corpus", "export_checkpoint", "main"]
 
 log = logging.getLogger("xlprobe.toy")
-_STREAM_ID = {"lm": 1, "mt": 2, "lm-cont": 3, "mt-o2m": 4, "mt-m2o": 5}
+_STREAM_ID = {"lm": 1, "mt": 2, "lm-cont": 3, "mt-o2m": 4, "mt-m2o": 5, "mlm": 6}
 
 
 # ---------------------------------------------------------------- files
@@ -102,7 +104,8 @@ def tokenize_corpus(
         ids[lang] = col
     return TokenizedCorpus(
         tuple(corpus.langs), ids, {lang: lang_id(tokenizer, LANG_CODES[lang]) for lang in corpus.langs},
-        tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.mask_token_id,
+        tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.mask_token_id, tokenizer.bos_token_id,
+        min(getattr(tokenizer, "lang_code_to_id", {}).values(), default=tokenizer.mask_token_id),
     )
 
 
@@ -120,6 +123,11 @@ def build_model(cfg: ToyConfig, vocab_size: int, seed: int) -> MBartForCondition
         model = MBartForConditionalGeneration(config)
     model.generation_config = _generation_config(cfg)
     return model
+
+
+def build_stage_model(cfg: ToyConfig, stage: str, vocab_size: int, seed: int) -> PreTrainedModel:
+    """The seeded random init of ``stage``: an XLM-R masked LM for ``mlm``, else the small MBart."""
+    return build_mlm_model(cfg, vocab_size, seed) if stage in ENCODER_ONLY else build_model(cfg, vocab_size, seed)
 
 
 def _generation_config(cfg: ToyConfig) -> GenerationConfig:
@@ -212,8 +220,9 @@ def _run_stage(stage: str, cfg: ToyConfig, seed: int, out: Path, model: torch.nn
             t0 = time.time()
             torch.manual_seed(seed * 1_000_003 + _STREAM_ID[stage] * 10_007 + step)  # dropout, per step
             rng = np.random.default_rng([seed, _STREAM_ID[stage], 2, step])  # noise, per step
-            batch = collate(stream.batch(step), tc, rng, mask_ratio=cfg.mask_ratio,
-                            poisson_lambda=cfg.poisson_lambda)
+            examples = stream.batch(step)
+            batch = mlm_collate(examples, tc, rng) if stage in ENCODER_ONLY else \
+                collate(examples, tc, rng, mask_ratio=cfg.mask_ratio, poisson_lambda=cfg.poisson_lambda)
             labels = batch.pop("labels")
             logits = model(**batch).logits
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
@@ -344,7 +353,7 @@ def train(out_dir: str | Path, preset: str | ToyConfig = "full", seed: int = 0, 
             parent = STAGES[stage]
             if stage in progress["done"]:
                 continue
-            model = build_model(cfg, len(tokenizer), seed)
+            model = build_stage_model(cfg, stage, len(tokenizer), seed)
             if parent is not None:
                 model.load_state_dict(torch.load(out / "state" / f"{parent}.final.pt", weights_only=True))
             n_params = sum(p.numel() for p in model.parameters())
@@ -355,7 +364,8 @@ def train(out_dir: str | Path, preset: str | ToyConfig = "full", seed: int = 0, 
                     "langs": {lang: LANG_CODES[lang] for lang in cfg.langs},
                     "heldout_books": cfg.heldout_books,
                     "steps": summary["steps"],
-                    "usage": "tokenizer.src_lang = '<code>'; model.generate(**enc, "
+                    "usage": "AutoModelForMaskedLM; no language code: <s> text </s>" if stage in ENCODER_ONLY
+                    else "tokenizer.src_lang = '<code>'; model.generate(**enc, "
                     "forced_bos_token_id=tokenizer.convert_tokens_to_ids('<tgt code>'))"}
             summary["bytes"] = export_checkpoint(model, tokenizer, out / "checkpoints" / stage, meta)
             progress["done"][stage] = summary
@@ -368,15 +378,18 @@ def train(out_dir: str | Path, preset: str | ToyConfig = "full", seed: int = 0, 
                 continue
             log.info("evaluating %s on held-out books", stage)
             folder = out / "checkpoints" / stage
-            model = AutoModelForSeq2SeqLM.from_pretrained(str(folder), dtype=torch.float32)
-            tok = load_tokenizer(folder)
-            results[stage] = evaluate_model(model, tok, held_c, held_tc, cfg.eval_directions,
-                                            n_verses=cfg.eval_verses, n_denoise=cfg.eval_denoise_verses,
-                                            seed=seed, batch_size=cfg.eval_batch, num_beams=cfg.eval_beams,
-                                            max_length=cfg.max_len,
-                                            no_repeat_ngram_size=cfg.eval_no_repeat_ngram)
+            if stage in ENCODER_ONLY:
+                model = AutoModelForMaskedLM.from_pretrained(str(folder), dtype=torch.float32)
+                results[stage] = evaluate_mlm(model, held_c, held_tc, n_verses=cfg.eval_denoise_verses,
+                                              seed=seed, batch_size=cfg.eval_batch)
+            else:
+                model = AutoModelForSeq2SeqLM.from_pretrained(str(folder), dtype=torch.float32)
+                results[stage] = evaluate_model(
+                    model, load_tokenizer(folder), held_c, held_tc, cfg.eval_directions, n_verses=cfg.eval_verses,
+                    n_denoise=cfg.eval_denoise_verses, seed=seed, batch_size=cfg.eval_batch,
+                    num_beams=cfg.eval_beams, max_length=cfg.max_len, no_repeat_ngram_size=cfg.eval_no_repeat_ngram)
             _write_json(out / "eval.json", results)
-        scores = {s: {"chrf": r["chrf"], "denoise_loss": r["denoise_loss"]} for s, r in results.items()}
+        scores = {s: {k: r[k] for k in ("chrf", "denoise_loss", "mlm_loss") if k in r} for s, r in results.items()}
         summary = {"stages": progress["done"], "eval": scores,
                    "checkpoint_bytes": sum(v["bytes"] for v in progress["done"].values())}
         _write_json(out / "summary.json", summary)

@@ -117,13 +117,13 @@ def _print_toy_summary(summary: dict, out: Path | str, footer: bool = True) -> N
                       f"{st.get('tokens_per_s', 0):.0f}", f"{st.get('seconds', 0) / 60:.1f}")
     console.print(table)
     evals = summary.get("eval", {})
-    dirs = sorted({d for e in evals.values() for d in e.get("chrf", {})})
+    dirs = sorted({d for e in evals.values() for d in e.get("chrf", {})})  # an encoder-only stage has none
     table = Table(title="held-out books: chrF per direction, mean denoising loss (nats / token)")
     for col in ("checkpoint", *dirs, "denoise"):
         table.add_column(col)
     for name, e in evals.items():
-        losses = list(e.get("denoise_loss", {}).values())
-        table.add_row(name, *(f"{e['chrf'].get(d, float('nan')):.1f}" for d in dirs),
+        losses = list((e.get("denoise_loss") or e.get("mlm_loss") or {}).values())
+        table.add_row(name, *(f"{e.get('chrf', {}).get(d, float('nan')):.1f}" for d in dirs),
                       f"{sum(losses) / len(losses):.3f}" if losses else "-")
     console.print(table)
     if footer and isinstance(out, Path):

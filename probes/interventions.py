@@ -66,6 +66,9 @@ def _chooser(group: str | Callable[[str], bool]) -> Callable[[str], bool]:
         return group
     if group in MODULE_GROUPS:
         return lambda name: parameter_place(name)[2] in MODULE_GROUPS[group]
+    if ":" in group:  # "layer:module", as attribution rows group them (groups="layer_module")
+        layer, module = group.split(":", 1)
+        return lambda name: parameter_place(name)[1:] == (layer, module)
     return lambda name: parameter_place(name)[1] == group
 
 
@@ -74,7 +77,9 @@ def transplant(model_a: torch.nn.Module, model_b: torch.nn.Module, group: str | 
     """A copy of A whose parameters in ``group`` are B's, and the names moved.
 
     ``group``: a name of :data:`MODULE_GROUPS` (``ffn``, ``attention``, ...), a layer (``encoder.0``,
-    ``decoder.embeddings``, ``lm_head``) or a predicate on parameter names. Tied parameters move together.
+    ``decoder.embeddings``, ``lm_head``), a ``layer:module`` pair as path attribution groups them
+    (``encoder.0:fc1``, ``embeddings:embeddings``) or a predicate on parameter names. Tied parameters
+    move together.
     """
     pa, pb = _params(model_a, model_b)
     choose = _chooser(group)

@@ -47,6 +47,8 @@ def test_a_transplant_moves_its_group_and_nothing_else(pair):
     assert names and all(".encoder.layers.1." in n for n in names)
     with pytest.raises(ConfigError, match="selects no parameter"):
         transplant(a, b, "encoder.9")
+    _, names = transplant(a, b, "encoder.1:fc1")  # an attribution row's layer_module group
+    assert sorted(names) == ["model.encoder.layers.1.fc1.bias", "model.encoder.layers.1.fc1.weight"]
 
 
 def test_after_leace_a_linear_probe_is_at_chance_on_the_erased_label():

@@ -13,6 +13,14 @@ Run by hand (not part of the test suite)::
    values they share.
 2. ``ParameterPathAttribution`` on the shipped toy family (lm -> mt, the en->fr loss on 24 held-out
    verses): seconds per quadrature step, and the completeness error against the number of steps.
+3. The same at 16 nodes, the Python loop (``alpha_batch=1``) against vmap over 4, 8 and 16 nodes at a
+   time: paired ABBA rounds (harness.time_rounds), seconds per step (a call's time over its 16 nodes,
+   the two end evaluations included), and the rows' largest difference from the loop's.
+
+Results (results/attribution-full-2026-11-28.json, 1 thread, 2 cores under load 2-6.7): the vmap path is
+slower than the loop on this CPU, paired median time / loop 1.40 / 1.32 / 1.80 at alpha_batch 4 / 8 / 16
+(loop 0.80 s per step at its fastest), rows equal to 1.6e-7 of the largest, completeness error 0.079 %.
+The full-size weights part: see the results file (OOM-killed twice beside another 17-24 GB process).
 """
 from __future__ import annotations
 
@@ -26,7 +34,17 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import RESULTS, code_state, import_torch, machine_facts, mbart_model, n_params  # noqa: E402
+from harness import (  # noqa: E402
+    RESULTS,
+    code_state,
+    import_torch,
+    load_note,
+    machine_facts,
+    mbart_model,
+    n_params,
+    summarize,
+    time_rounds,
+)
 
 SIZES = {
     "full": dict(vocab_size=250054, d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
@@ -70,9 +88,8 @@ def bench_weights(size: str) -> dict[str, Any]:
             "ratio_loop_over_ours": t_loop / t_ours, "max_rel_sigma_diff_fc1": diff}
 
 
-def bench_attribution() -> dict[str, Any]:
-    """Seconds per step and completeness error against steps, lm -> mt on the toy's en->fr loss."""
-    from xlprobe.probes.attribution import ParameterPathAttribution
+def toy_batch() -> tuple[Any, Any, Any]:
+    """The shipped lm and mt, and the en->fr loss batch (24 Ruth verses, padded labels ignored)."""
     from xlprobe.tasks import load_data
     from xlprobe.toy import load
 
@@ -84,6 +101,15 @@ def bench_attribution() -> dict[str, Any]:
     tok.src_lang, tok.tgt_lang = "en_XX", "fr_XX"
     enc = tok([p[0] for p in pairs], text_target=[p[1] for p in pairs], return_tensors="pt", padding=True)
     enc["labels"][enc["labels"] == tok.pad_token_id] = -100
+    return lm, mt, enc
+
+
+def bench_attribution() -> dict[str, Any]:
+    """Seconds per step and completeness error against steps, lm -> mt on the toy's en->fr loss."""
+    from xlprobe.probes.attribution import ParameterPathAttribution
+
+    lm, mt, enc = toy_batch()
+    n_pairs = len(enc["input_ids"])
     out = []
     for steps in (2, 4, 8, 16, 32):
         t0 = time.perf_counter()
@@ -94,14 +120,67 @@ def bench_attribution() -> dict[str, Any]:
                     "delta_over_change": delta / abs(change), "change": change})
         print(f"  {steps:>3} steps: {seconds:6.1f} s, completeness error {delta:.2e} ({delta / abs(change):.2%})",
               flush=True)
-    return {"pairs": len(pairs), "runs": out}
+    return {"pairs": n_pairs, "runs": out}
+
+
+def bench_alpha_batch(batches: tuple[int, ...] = (4, 8, 16), n_steps: int = 16, rounds: int = 3) -> dict[str, Any]:
+    """The loop against vmap over k nodes at a time: paired seconds per step, and the rows' agreement."""
+    import os
+    import warnings
+
+    from xlprobe.probes.attribution import ParameterPathAttribution
+
+    lm, mt, enc = toy_batch()
+    attribution = ParameterPathAttribution(lambda m: m(**enc).loss)
+    results: dict[int, Any] = {}
+
+    def run(k: int) -> Any:
+        results[k] = attribution.attribute(lm, mt, groups="param", n_steps=n_steps, alpha_batch=k)
+
+    methods = {f"k{k}": (lambda k=k: run(k)) for k in (1, *batches)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for fn in methods.values():  # the warm-up, and the rows compared below
+            fn()
+        first = dict(results)
+        load_before = os.getloadavg()
+        times, ratios = time_rounds(methods, {f"k{k}": "k1" for k in batches}, rounds=rounds, warmup=0)
+    loop_rows, loop_delta = first[1]
+    scale = float(loop_rows.value.abs().max())
+    change = float(loop_rows.metric_b.iloc[0] - loop_rows.metric_a.iloc[0])
+    out: dict[str, Any] = {"n_steps": n_steps, "rounds": rounds, "params_m": n_params(lm) / 1e6,
+                           "load_before": load_before, "load_after": os.getloadavg(),
+                           "seconds_per_step": {name: [t / n_steps for t in ts] for name, ts in times.items()},
+                           "delta": loop_delta, "delta_over_change": loop_delta / abs(change), "change": change}
+    per_step_loop = min(times["k1"]) / n_steps
+    print(f"  loop: {per_step_loop:.3f} s per step (fastest of {len(times['k1'])}), completeness error "
+          f"{loop_delta:.2e} ({loop_delta / abs(change):.3%})", flush=True)
+    out["batches"] = []
+    for k in batches:
+        rows, delta = first[k]
+        same_groups = list(rows.group) == list(loop_rows.group)
+        max_diff = float((rows.value.to_numpy() - loop_rows.value.to_numpy()).__abs__().max()) / scale
+        summary = summarize(ratios[f"k{k}"], times, f"k{k}", "k1")
+        entry = {"alpha_batch": k, "seconds_per_step_min": min(times[f"k{k}"]) / n_steps,
+                 "time_over_loop": summary, "speedup_median": 1.0 / summary["median"], "same_groups": same_groups,
+                 "max_abs_diff_over_max_value": max_diff, "delta": delta, "delta_diff": abs(delta - loop_delta),
+                 "delta_over_change": delta / abs(change)}
+        out["batches"].append(entry)
+        print(f"  alpha_batch {k:>2}: {entry['seconds_per_step_min']:.3f} s per step, time / loop median "
+              f"{summary['median']:.2f} (q25 {summary['q25']:.2f}, q75 {summary['q75']:.2f}) = speed-up "
+              f"{entry['speedup_median']:.2f}x; rows differ from the loop's by {max_diff:.1e} of the largest, "
+              f"delta {delta:.2e}", flush=True)
+        if not same_groups or max_diff > 1e-3:
+            raise RuntimeError(f"alpha_batch {k} does not reproduce the loop's rows ({max_diff:.1e})")
+    print(f"  {load_note(out['load_after'])}", flush=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["weights", "attribution"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["weights", "attribution", "alpha_batch"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     import_torch(args.threads)
@@ -118,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({w['ratio_loop_over_ours']:.2f}x); singular values agree to {w['max_rel_sigma_diff_fc1']:.1e}")
     if "attribution" not in args.skip:
         results["attribution"] = bench_attribution()
+    if "alpha_batch" not in args.skip:
+        results["alpha_batch"] = bench_alpha_batch()
     out = args.out or RESULTS / f"attribution-{size}-{time.strftime('%Y-%m-%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=float) + "\n")

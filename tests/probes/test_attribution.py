@@ -86,3 +86,51 @@ def test_bad_input_is_named(tiny):
         ParameterPathAttribution(_loss(tok)).attribute(model, build("bart", seed=0)[0])
     with pytest.raises(DataError, match="scalar"):
         ParameterPathAttribution(lambda m: torch.ones(2)).attribute(model, model)
+
+
+@pytest.mark.parametrize("groups", ["layer", "param"])
+def test_vectorised_nodes_give_the_loops_rows_and_delta(tiny, groups):
+    model, tok = tiny
+    other = _moved(model, {FC1: 0.5, "model.decoder.layers.1.fc2.weight": 0.5, "model.shared.weight": 0.05})
+    before = {n: p.detach().clone() for n, p in other.named_parameters()}
+    attribution = ParameterPathAttribution(_loss(tok))
+    loop, delta = attribution.attribute(model, other, groups=groups, n_steps=8)
+    scale = loop.value.abs().max()
+    for k in (3, 8, 100):  # a remainder chunk, all nodes in one chunk, more than n_steps (taken as 8)
+        vec, vec_delta = attribution.attribute(model, other, groups=groups, n_steps=8, alpha_batch=k)
+        assert list(vec.group) == list(loop.group)
+        np.testing.assert_allclose(vec.value, loop.value, rtol=1e-4, atol=1e-6 * scale)
+        assert vec_delta == pytest.approx(delta, rel=1e-3, abs=1e-6 * scale)
+        assert (vec.metric_a == loop.metric_a).all() and (vec.metric_b == loop.metric_b).all()
+    assert all(torch.equal(p, before[n]) for n, p in other.named_parameters())  # the model is not touched
+    assert model.config._attn_implementation == other.config._attn_implementation  # only the private copy
+
+
+def test_vectorised_metric_reads_the_nodes_parameters(tiny):
+    model, _ = tiny
+    other = _moved(model, {FC1: 0.1})
+    metric = lambda m: (dict(m.named_parameters())[FC1] ** 2).sum()  # noqa: E731
+    loop, _ = ParameterPathAttribution(metric).attribute(model, other, groups="param", n_steps=2)
+    vec, delta = ParameterPathAttribution(metric).attribute(model, other, groups="param", n_steps=2, alpha_batch=2)
+    fc1 = loop.set_index("group").value[FC1]
+    assert fc1 != 0 and vec.set_index("group").value[FC1] == pytest.approx(fc1, rel=1e-5)
+    assert delta < 1e-4 * abs(fc1)  # a quadratic is integrated exactly by 2 Gauss-Legendre nodes
+
+
+def test_bad_alpha_batch_and_unvectorisable_metrics_are_named(tiny):
+    model, tok = tiny
+    other = _moved(model, {FC1: 0.1})
+    for bad in (0, -2, 1.5, True, "4"):
+        with pytest.raises(ConfigError, match="alpha_batch"):
+            ParameterPathAttribution(_loss(tok)).attribute(model, other, alpha_batch=bad)
+    loss = _loss(tok)
+
+    def as_number(m):  # a Python float in the middle: fine in the loop, not under vmap
+        return loss(m) * (2.0 if loss(m).item() > 0 else 1.0)
+
+    ParameterPathAttribution(as_number).attribute(model, other, n_steps=1)
+    with pytest.raises(ConfigError, match="vmap") as err:
+        ParameterPathAttribution(as_number).attribute(model, other, n_steps=2, alpha_batch=2)
+    assert "alpha_batch=1" in (err.value.hint or "")
+    with pytest.raises(DataError, match="scalar"):
+        ParameterPathAttribution(lambda m: torch.ones(2)).attribute(model, other, alpha_batch=2)

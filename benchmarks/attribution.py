@@ -16,10 +16,12 @@ Run by hand (not part of the test suite)::
 3. The same at 16 nodes, the Python loop (``alpha_batch=1``) against vmap over 4, 8 and 16 nodes at a
    time: paired ABBA rounds (harness.time_rounds), seconds per step (a call's time over its 16 nodes,
    the two end evaluations included), and the rows' largest difference from the loop's.
+4. The same on the tests' tiny MBart (d 32, two sentences), where per-node overhead dominates.
 
 Results (results/attribution-full-2026-11-28.json, 1 thread, 2 cores under load 2-6.7): the vmap path is
 slower than the loop on this CPU, paired median time / loop 1.40 / 1.32 / 1.80 at alpha_batch 4 / 8 / 16
-(loop 0.80 s per step at its fastest), rows equal to 1.6e-7 of the largest, completeness error 0.079 %.
+(loop 0.80 s per step at its fastest), rows equal to 1.6e-7 of the largest, completeness error 0.079 %;
+on the tests' tiny MBart (110k parameters, part 4) it is faster: 0.72 / 0.57 / 0.55 (1.38x / 1.76x / 1.82x).
 The full-size weights part: see the results file (OOM-killed twice beside another 17-24 GB process).
 """
 from __future__ import annotations
@@ -176,11 +178,68 @@ def bench_alpha_batch(batches: tuple[int, ...] = (4, 8, 16), n_steps: int = 16, 
     return out
 
 
+def bench_alpha_batch_tiny(batches: tuple[int, ...] = (4, 8, 16), n_steps: int = 16, rounds: int = 6
+                           ) -> dict[str, Any]:
+    """The loop against vmap where per-node overhead dominates: the tests' tiny MBart (d 32, 2 sentences)."""
+    import statistics
+    import warnings
+
+    from xlprobe.probes.attribution import ParameterPathAttribution
+    from xlprobe.tiny import build
+
+    model, tok = build("mbart", seed=0)
+    model.eval()
+    other = mbart_like_moved(model)
+    enc = tok(["In the beginning was the Word.", "Au commencement était la Parole."], return_tensors="pt",
+              padding=True)
+    attribution = ParameterPathAttribution(lambda m: m(**enc, labels=enc["input_ids"]).loss)
+    results: dict[int, Any] = {}
+
+    def run(k: int) -> None:
+        results[k] = attribution.attribute(model, other, groups="param", n_steps=n_steps, alpha_batch=k)
+
+    methods = {f"k{k}": (lambda k=k: run(k)) for k in (1, *batches)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        times, ratios = time_rounds(methods, {f"k{k}": "k1" for k in batches}, rounds=rounds)
+    loop_rows, loop_delta = results[1]
+    scale = float(loop_rows.value.abs().max())
+    out: dict[str, Any] = {"params": n_params(model), "n_steps": n_steps, "rounds": rounds, "delta": loop_delta,
+                           "seconds_per_step_median": {n: statistics.median(t) / n_steps for n, t in times.items()},
+                           "batches": []}
+    for k in batches:
+        rows, delta = results[k]
+        diff = float(np.abs(rows.value.to_numpy() - loop_rows.value.to_numpy()).max()) / scale
+        summary = summarize(ratios[f"k{k}"], times, f"k{k}", "k1")
+        out["batches"].append({"alpha_batch": k, "time_over_loop": summary, "speedup_median": 1 / summary["median"],
+                               "max_abs_diff_over_max_value": diff, "delta": delta})
+        print(f"  tiny MBart ({n_params(model)} parameters), alpha_batch {k:>2}: time / loop median "
+              f"{summary['median']:.2f} = speed-up {1 / summary['median']:.2f}x, rows differ by {diff:.1e}",
+              flush=True)
+    return out
+
+
+def mbart_like_moved(model: Any) -> Any:
+    """A copy of the tiny model with two matrices and the embeddings moved (as in the tests)."""
+    import copy
+
+    import torch
+
+    other = copy.deepcopy(model)
+    params = dict(other.named_parameters())
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, scale in (("model.encoder.layers.0.fc1.weight", 0.5), ("model.decoder.layers.1.fc2.weight", 0.5),
+                            ("model.shared.weight", 0.05)):
+            params[name].add_(scale * torch.randn(params[name].shape, generator=g))
+    return other
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["weights", "attribution", "alpha_batch"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["weights", "attribution", "alpha_batch", "alpha_batch_tiny"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     import_torch(args.threads)
@@ -199,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         results["attribution"] = bench_attribution()
     if "alpha_batch" not in args.skip:
         results["alpha_batch"] = bench_alpha_batch()
+    if "alpha_batch_tiny" not in args.skip:
+        results["alpha_batch_tiny"] = bench_alpha_batch_tiny()
     out = args.out or RESULTS / f"attribution-{size}-{time.strftime('%Y-%m-%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=float) + "\n")

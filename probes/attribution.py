@@ -157,9 +157,9 @@ class ParameterPathAttribution:
                diff: dict[str, torch.Tensor], nodes: np.ndarray, weights: np.ndarray,
                total: dict[str, float]) -> None:
         """Add sum_j w_j <grad M(theta(t_j)), diff> per tensor for a chunk of nodes: vmap, one backward."""
-        dtype = next(iter(start.values())).dtype
-        t = torch.as_tensor(nodes, dtype=dtype)
-        stacked = {n: (start[n] + t.view(-1, *([1] * diff[n].ndim)) * diff[n]).requires_grad_(True) for n in names}
+        t = torch.as_tensor(nodes, dtype=torch.float64)
+        stacked = {n: (start[n] + t.to(diff[n].dtype).view(-1, *([1] * diff[n].ndim)) * diff[n]).requires_grad_(True)
+                   for n in names}  # each tensor keeps its own dtype (a float32 t would promote fp16 ones)
         shell = _MetricShell(work, self._metric)
 
         def one_node(node_params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -168,8 +168,8 @@ class ParameterPathAttribution:
         try:
             values = torch.func.vmap(one_node, randomness="error")(stacked)
         except (RuntimeError, NotImplementedError, ValueError) as exc:
-            if isinstance(exc, XlprobeError):
-                raise
+            if isinstance(exc, (XlprobeError, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc):
+                raise  # our own errors, and memory (k copies of the parameters): not a vmap limitation
             raise ConfigError(f"metric_fn cannot be evaluated under torch.func.vmap (alpha_batch > 1): {exc}",
                               hint="keep parameter-dependent values as tensors (no .item(), float() or "
                                    "Python branches on them), no randomness, or use alpha_batch=1") from exc

@@ -99,7 +99,8 @@ def toy_list() -> None:
     except XlprobeError as err:
         fail(err)
     summary = {"stages": c["stages"],
-               "eval": {s: {"chrf": v["chrf"], "denoise_loss": v["denoise_loss"]} for s, v in c["stages"].items()}}
+               "eval": {s: {k: v[k] for k in ("chrf", "denoise_loss", "mlm_loss") if k in v}
+                        for s, v in c["stages"].items()}}
     _print_toy_summary(summary, "shipped with xlprobe (see MODEL_CARD.md beside the weights)", footer=False)
     for n in NAMES:
         parent = c["stages"][n]["parent"]
@@ -118,12 +119,12 @@ def _print_toy_summary(summary: dict, out: Path | str, footer: bool = True) -> N
     console.print(table)
     evals = summary.get("eval", {})
     dirs = sorted({d for e in evals.values() for d in e.get("chrf", {})})  # an encoder-only stage has none
-    table = Table(title="held-out books: chrF per direction, mean denoising loss (nats / token)")
+    table = Table(title="held-out books: chrF per direction, mean denoising loss (nats / token; mlm: masked-LM)")
     for col in ("checkpoint", *dirs, "denoise"):
         table.add_column(col)
     for name, e in evals.items():
         losses = list((e.get("denoise_loss") or e.get("mlm_loss") or {}).values())
-        table.add_row(name, *(f"{e.get('chrf', {}).get(d, float('nan')):.1f}" for d in dirs),
+        table.add_row(name, *(f"{e['chrf'][d]:.1f}" if d in e.get("chrf", {}) else "-" for d in dirs),
                       f"{sum(losses) / len(losses):.3f}" if losses else "-")
     console.print(table)
     if footer and isinstance(out, Path):

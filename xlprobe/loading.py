@@ -1,6 +1,7 @@
 """Load a model and its tokenizer from a spec: a hub id, a local folder, ``toy:<name>`` or ``tiny:<family>``.
 
-``toy:lm``, ``toy:mt``, ``toy:lm-cont`` are the small mBART-style family shipped with the package
+``toy:lm``, ``toy:mt``, ``toy:lm-cont``, ``toy:mt-o2m``, ``toy:mt-m2o`` (small mBART-style) and ``toy:mlm``
+(an encoder-only XLM-R, loaded as the bare encoder) are the family shipped with the package
 (:mod:`xlprobe.toy.shipped`), loaded in float32 unless ``dtype`` says otherwise.
 
 ``tiny:<family>`` builds a small random model with a tokenizer trained here (offline, seconds): what the

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from xlprobe.toy import STAGES, train
 from xlprobe.toy.batches import TokenizedCorpus, make_stream
 from xlprobe.toy.config import get_preset
 from xlprobe.toy.extend import seed_from_shipped
+from xlprobe.toy.ship import add_stages
 from xlprobe.toy.shipped import path
 
 LANGS = ("en", "fr", "de")
@@ -81,6 +83,23 @@ def test_new_stages_train_from_the_shipped_lm(tmp_path):
         key = "model.encoder.layers.0.fc1.weight"
         assert not torch.equal(moved[key].float(), shipped[key].half().float())  # trained from lm, moved
         assert np.isfinite(evals[stage]["denoise_loss"]["en"])
+    dest = tmp_path / "weights"  # the family as first shipped: lm, mt, lm-cont
+    first = ("lm", "mt", "lm-cont")
+    shutil.copytree(path("lm").parent, dest, ignore=lambda d, names: [n for n in names if n in STAGES
+                                                                      and n not in first])
+    shipped_card = json.loads((dest / "card.json").read_text())
+    shipped_card["stages"] = {s: shipped_card["stages"][s] for s in first}
+    shipped_card.pop("added", None)
+    (dest / "card.json").write_text(json.dumps(shipped_card))
+    card = add_stages(out, dest)
+    assert list(card["stages"])[-2:] == ["mt-o2m", "mt-m2o"] and card["added"] == ["mt-o2m", "mt-m2o"]
+    assert card["stages"]["mt"] == shipped_card["stages"]["mt"]
+    text = (dest / "MODEL_CARD.md").read_text()
+    assert "| en-fr |" in text and f"**{card['stages']['mt-o2m']['chrf_mean']:.1f}**" in text
+    assert (dest / "loss_curves_added.png").stat().st_size > 10_000
+    assert (dest / "mt-m2o" / "model.safetensors").is_file()
+    with pytest.raises(ConfigError, match="no trained and evaluated stage"):
+        add_stages(out, dest)  # nothing left to add
 
 
 def test_cli_seeding_from_shipped_names_the_setting_that_breaks_it(tmp_path):

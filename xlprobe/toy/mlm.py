@@ -7,6 +7,7 @@ every draw from the numpy Generator passed in, so a batch is a function of (seed
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from xlprobe.toy.config import ToyConfig
 from xlprobe.toy.data import ParallelCorpus
 from xlprobe.toy.evaluate import eval_rows
 
-__all__ = ["MLM_PROB", "build_mlm_model", "mlm_collate", "mlm_loss", "evaluate_mlm"]
+__all__ = ["MLM_PROB", "build_mlm_model", "mlm_collate", "mlm_loss", "evaluate_mlm", "xlmr_tokenizer"]
 
 #: Share of the ordinary tokens of a verse chosen for prediction (BERT / XLM-R).
 MLM_PROB = 0.15
@@ -36,6 +37,26 @@ def build_mlm_model(cfg: ToyConfig, vocab_size: int, seed: int) -> XLMRobertaFor
         torch.manual_seed(seed)
         model = XLMRobertaForMaskedLM(config)
     return model
+
+
+def xlmr_tokenizer(tokenizer: Any) -> Any:
+    """The family's tokenizer as XLM-R's class, reading ``<s> X </s>`` as ``mlm`` was trained (no language code).
+
+    Same pieces and ids (the language codes stay in the vocabulary, unused), so ``AutoTokenizer`` on the
+    ``mlm`` folder encodes a verse exactly as training did, and xlprobe captures it as it captures XLM-R.
+    """
+    import copy
+
+    from tokenizers import processors
+    from transformers import XLMRobertaTokenizerFast
+
+    backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    bos, eos = tokenizer.convert_tokens_to_ids("<s>"), tokenizer.convert_tokens_to_ids("</s>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
+    return XLMRobertaTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                   cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+                                   model_max_length=tokenizer.model_max_length)
 
 
 def _mask(ids: list[int], rng: np.random.Generator, corpus: TokenizedCorpus, prob: float) -> tuple[list[int], list[int]]:

@@ -36,7 +36,7 @@ from xlprobe.toy.batches import IGNORE, TokenizedCorpus, collate, make_stream
 from xlprobe.toy.config import ENCODER_ONLY, STAGES, ToyConfig, get_preset
 from xlprobe.toy.data import LANG_CODES, ParallelCorpus, load_corpus
 from xlprobe.toy.evaluate import evaluate_model
-from xlprobe.toy.mlm import build_mlm_model, evaluate_mlm, mlm_collate
+from xlprobe.toy.mlm import build_mlm_model, evaluate_mlm, mlm_collate, xlmr_tokenizer
 from xlprobe.toy.tokenizer import build_tokenizer, lang_id, load_tokenizer
 
 __all__ = ["train", "build_model", "build_stage_model", "tokenize_corpus", "export_checkpoint", "main"]
@@ -145,7 +145,7 @@ def export_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     half = copy.deepcopy(model).to(torch.float16)
     half.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
+    (xlmr_tokenizer(tokenizer) if meta.get("stage") in ENCODER_ONLY else tokenizer).save_pretrained(str(folder))
     _write_json(folder / "xlprobe_toy.json", meta)
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 

@@ -14,10 +14,13 @@ from typing import Any
 
 from xlprobe.errors import ModelNotFoundError
 
-__all__ = ["NAMES", "path", "load", "card", "weights_dir"]
+__all__ = ["NAMES", "ENCODER_NAMES", "path", "load", "card", "weights_dir"]
 
-#: The shipped checkpoints, in the order of the recipe (``lm-cont`` is the more-training control of ``mt``).
-NAMES = ("lm", "mt", "lm-cont")
+#: The shipped checkpoints, in the order of the recipe (``lm-cont`` is the more-training control of ``mt``;
+#: ``mt-o2m`` / ``mt-m2o`` the other two MT directions; ``mlm`` an encoder-only XLM-R masked LM).
+NAMES = ("lm", "mt", "lm-cont", "mt-o2m", "mt-m2o", "mlm")
+#: The encoder-only ones (loaded as a bare encoder, as xlprobe loads XLM-R from the hub).
+ENCODER_NAMES = ("mlm",)
 
 _FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
@@ -28,7 +31,7 @@ def weights_dir() -> Path:
 
 
 def path(name: str) -> Path:
-    """Folder of the shipped checkpoint ``name`` (``lm``, ``mt``, ``lm-cont``), loadable by the Auto classes."""
+    """Folder of the shipped checkpoint ``name`` (one of :data:`NAMES`), loadable by the Auto classes."""
     if name not in NAMES:
         raise ModelNotFoundError(f"no toy checkpoint named {name!r}",
                                  hint=f"the shipped family is {', '.join(NAMES)} (e.g. toy:mt)")
@@ -46,13 +49,25 @@ def load(name: str, *, dtype: Any = None, device: str = "cpu") -> tuple[Any, Any
     """``(model, tokenizer)`` of a shipped checkpoint, in eval mode; float32 unless ``dtype`` is given.
 
     The weights are stored in fp16 (to fit the package); computing in float32 is the default because
-    CPU kernels are float32 and probes compare small differences.
+    CPU kernels are float32 and probes compare small differences. ``mlm`` comes as the bare
+    ``XLMRobertaModel`` (the hook names of ``xlm-roberta-base`` loaded by xlprobe); its masked-LM head
+    loads with ``AutoModelForMaskedLM.from_pretrained(path("mlm"))``.
     """
     import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
 
     folder = path(name)
-    model = AutoModelForSeq2SeqLM.from_pretrained(str(folder), dtype=dtype or torch.float32)
+    if name in ENCODER_NAMES:  # no pooler: the masked LM never trained one (it would be a random init)
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the MLM head's weights are left out on purpose: no report
+        try:
+            model = AutoModel.from_pretrained(str(folder), dtype=dtype or torch.float32, add_pooling_layer=False)
+        finally:
+            hf_logging.set_verbosity(level)
+    else:
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(folder), dtype=dtype or torch.float32)
     model.config._name_or_path = f"toy:{name}"
     tok = AutoTokenizer.from_pretrained(str(folder))
     return model.to(device).eval(), tok

@@ -21,8 +21,9 @@ from xlprobe.probes import procrustes as _procrustes  # noqa: F401  (registers p
 from xlprobe.probes import retrieval as _retrieval  # noqa: F401  (registers retrieval.p_at_1[.centered|.margin])
 from xlprobe.probes import separability as _separability  # noqa: F401  (registers separability.*)
 from xlprobe.probes import stats as _stats  # noqa: F401  (no measures: CIs and tests)
+from xlprobe.probes import tokens as _tokens  # noqa: F401  (registers tokens.share, tokens.decision)
 from xlprobe.probes import transfer as _transfer  # noqa: F401  (registers transfer.accuracy, transfer.gap)
-from xlprobe.probes import units as _units  # noqa: F401  (registers units.ablation_drop)
+from xlprobe.probes import units as _units  # noqa: F401  (registers units.ablation_drop, units.layer_ablation_drop)
 from xlprobe.probes import weights as _weights  # noqa: F401  (registers weights.*)
 from xlprobe.probes.alignment import cross_language_cka, neighbour_overlap, neighbour_overlaps
 from xlprobe.probes.attribution import ParameterPathAttribution
@@ -45,8 +46,15 @@ from xlprobe.probes.separability import (
     silhouette,
 )
 from xlprobe.probes.stats import BootstrapCI, PermutationResult, bootstrap_ci, paired_permutation_test
+from xlprobe.probes.tokens import TokenAttribution, tag_attribution
 from xlprobe.probes.transfer import transfer_probe
-from xlprobe.probes.units import ablation_check, unit_importance
+from xlprobe.probes.units import (
+    LayerUnitImportance,
+    ablation_check,
+    layer_ablation_check,
+    source_batch,
+    unit_importance,
+)
 from xlprobe.probes.weights import aggregate_weights, compare_weights, weight_spectra
 
 __all__ = [
@@ -64,7 +72,9 @@ __all__ = [
     "neighbour_overlap", "neighbour_overlaps",
     # which parameters diverge between checkpoints
     "compare_weights", "aggregate_weights", "weight_spectra", "ParameterPathAttribution", "unit_importance",
-    "ablation_check",
+    "ablation_check", "LayerUnitImportance", "layer_ablation_check", "source_batch",
+    # which input tokens a probe's decision comes from (the language tag or the words)
+    "TokenAttribution", "tag_attribution",
     # uncertainty
     "bootstrap_ci", "paired_permutation_test", "BootstrapCI", "PermutationResult",
 ]

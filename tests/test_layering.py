@@ -37,7 +37,7 @@ STAGE_OF = (
     ("xlprobe.cli", "runner"), ("xlprobe.cli_tables", "runner"), ("xlprobe.cli_common", "runner"),
     ("xlprobe.cli_admin", "runner"), ("xlprobe.cli_weights", "runner"), ("xlprobe.runs", "runner"), ("xlprobe.finetune", "runner"),
     ("xlprobe.comparisons", "runner"), ("xlprobe.probe_suite", "runner"), ("xlprobe.similarity", "runner"),
-    ("xlprobe.intervene", "runner"), ("xlprobe.path_metrics", "runner"),
+    ("xlprobe.intervene", "runner"), ("xlprobe.path_metrics", "runner"), ("xlprobe.suite", "runner"),
     ("xlprobe.__main__", "runner"),
     ("xlprobe", "runner"),  # the package's __init__: the public API, re-exported lazily from every stage
 )

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from xlprobe.cli_admin import store_app, toy_app
 from xlprobe.cli_common import console, err_console, fail
+from xlprobe.cli_suite import run_command
 from xlprobe.cli_tables import comparison_table, difference_table, probe_table
 from xlprobe.cli_weights import weights_command
 from xlprobe.errors import ConfigError, XlprobeError
@@ -25,6 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Probe what happens inside multilingual transformers, e.g. after MT continued training.")
 app.add_typer(store_app, name="store")
 app.command("weights")(weights_command)
+app.command("run")(run_command)
 app.add_typer(toy_app, name="toy")
 
 def _setup_logging(verbose: bool) -> None:

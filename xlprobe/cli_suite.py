@@ -1,0 +1,37 @@
+"""``xlprobe run SUITE.yaml --out DIR [--dry-run]``: a validated suite, captured and measured in one command."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from xlprobe.cli_common import console, fail
+from xlprobe.errors import XlprobeError
+
+__all__ = ["run_command"]
+
+
+def run_command(
+    suite_file: Path = typer.Argument(..., help="The suite YAML (e.g. xlprobe/suites/toy.yaml)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder (created; the same command resumes it)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; load no model."),
+) -> None:
+    """Validate a suite, capture every checkpoint once, compute every measure; results.parquet in --out."""
+    from xlprobe.suite import load_suite
+    from xlprobe.suite_run import plan_suite, run_suite
+
+    try:
+        suite = load_suite(suite_file)
+        plan = plan_suite(suite)
+        console.print(f"suite {suite.name!r}: {len(suite.checkpoints)} checkpoint(s): "
+                      + ", ".join(c.label + (f" ({c.role})" if c.role else "") for c in suite.checkpoints))
+        for line in plan.lines():
+            console.print(f"  {line}")
+        if dry_run:
+            return
+        if out is None:
+            raise typer.BadParameter("give --out DIR (or --dry-run)")
+        results = run_suite(suite, out)
+    except XlprobeError as err:
+        fail(err)
+    console.print(f"{len(results)} rows -> {out / 'results.parquet'} and .csv; provenance.json beside them")

@@ -1,7 +1,9 @@
 """xlprobe.figures: read tidy results tables and arrays, return matplotlib Figures.
 
-Empty for now (the figures follow): nothing is public yet, and README.md's "Public API" table says so.
+- ``layer_curves``: a measure against depth, a line per checkpoint with its interval band, controls dashed.
 """
 from __future__ import annotations
 
-__all__: list[str] = []
+from xlprobe.figures.curves import layer_curves
+
+__all__ = ["layer_curves"]

@@ -1,9 +1,11 @@
 """xlprobe.figures: read tidy results tables and arrays, return matplotlib Figures.
 
 - ``layer_curves``: a measure against depth, a line per checkpoint with its interval band, controls dashed.
+- ``umap_grid``: UMAP small multiples, layer x checkpoint, coloured by language, aligned across checkpoints.
 """
 from __future__ import annotations
 
 from xlprobe.figures.curves import layer_curves
+from xlprobe.figures.umap import umap_grid
 
-__all__ = ["layer_curves"]
+__all__ = ["layer_curves", "umap_grid"]

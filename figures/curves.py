@@ -57,7 +57,7 @@ def _main_rows(results: pd.DataFrame, measure: str) -> pd.DataFrame:
 
 
 def layer_curves(results: pd.DataFrame, measures: str | Sequence[str], *, base: str | None = None,
-                 controls: Sequence[str] = (), title: str | None = None, width: float = 3.6):
+                 controls: Sequence[str] = (), title: str | None = None, width: float = 3.6, ncols: int = 3):
     """One panel per measure: value against layer, a line per checkpoint, its ci band; controls dashed.
 
     Parameters
@@ -74,6 +74,8 @@ def layer_curves(results: pd.DataFrame, measures: str | Sequence[str], *, base: 
         The figure's title.
     width : float
         Inches per panel.
+    ncols : int
+        Panels per row (readable at paper size: 3).
     """
     import matplotlib
 
@@ -88,8 +90,13 @@ def layer_curves(results: pd.DataFrame, measures: str | Sequence[str], *, base: 
     trained = [c for c in checkpoints if not c.startswith("random-init")]
     colour = {c: OKABE_ITO[i % 6] for i, c in enumerate(trained)}  # blue .. sky blue: all legible on white
     colour |= {c: "#555555" for c in checkpoints if c.startswith("random-init")}  # grey: a floor, not a model
-    fig, axes = plt.subplots(1, len(measures), figsize=(width * len(measures) + 1.6, 3.4), squeeze=False,
+    cols = max(1, min(ncols, len(measures)))
+    nrows = -(-len(measures) // cols)
+    fig, grid = plt.subplots(nrows, cols, figsize=(width * cols + 1.6, 3.1 * nrows + 0.3), squeeze=False,
                              constrained_layout=True)
+    axes = [list(grid.ravel())]
+    for ax in axes[0][len(measures):]:
+        ax.set_visible(False)
     for ax, m in zip(axes[0], measures):
         rows = frames[m]
         order = layer_order(rows.layer.tolist())
@@ -108,7 +115,8 @@ def layer_curves(results: pd.DataFrame, measures: str | Sequence[str], *, base: 
                                          for la in order], rotation=45, ha="right", fontsize=8)
         ax.set_title(m, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("value (95 % interval band)")
+    for row in grid:
+        row[0].set_ylabel("value (95 % interval band)")
     legend: dict[str, object] = {}
     for ax in axes[0]:
         for h, label in zip(*ax.get_legend_handles_labels()):

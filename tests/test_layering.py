@@ -36,7 +36,7 @@ STAGE_OF = (
     # runners: they join the stages, so they may import any of them
     ("xlprobe.cli", "runner"), ("xlprobe.cli_tables", "runner"), ("xlprobe.cli_common", "runner"),
     ("xlprobe.cli_admin", "runner"), ("xlprobe.cli_weights", "runner"), ("xlprobe.cli_suite", "runner"),
-    ("xlprobe.suite_run", "runner"), ("xlprobe.runs", "runner"), ("xlprobe.finetune", "runner"),
+    ("xlprobe.suite_run", "runner"), ("xlprobe.suite_figures", "runner"), ("xlprobe.runs", "runner"), ("xlprobe.finetune", "runner"),
     ("xlprobe.comparisons", "runner"), ("xlprobe.probe_suite", "runner"), ("xlprobe.similarity", "runner"),
     ("xlprobe.intervene", "runner"), ("xlprobe.path_metrics", "runner"), ("xlprobe.suite", "runner"),
     ("xlprobe.__main__", "runner"),

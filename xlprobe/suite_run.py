@@ -7,6 +7,7 @@
   step (its ``done.json``) is not recomputed, so the same command resumes after a kill;
 * ``results.parquet`` / ``.csv``: every step's rows together, the standard result columns first;
   ``comparisons.parquet``: the paired contrasts between checkpoints (probe and similarity steps);
+* ``figures/``: PNG and SVG of the figures the suite asks for (:mod:`xlprobe.suite_figures`);
 * ``provenance.json``: the suite, versions, data fingerprint, seeds and each step's wall time.
 
 Measures go where they are computed: probes (``probe.linear`` / ``probe.mlp`` and their derived names)
@@ -45,6 +46,7 @@ class SuitePlan:
     cka: list[str] = field(default_factory=list)
     weights: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """The plan, one step per line (``xlprobe run --dry-run`` prints it)."""
@@ -53,6 +55,7 @@ class SuitePlan:
         out += [f"similarity: {', '.join(self.cka)}"] if self.cka else []
         out += [f"weights against the base: {', '.join(self.weights)}"] if self.weights else []
         out += [f"not run by a suite yet: {', '.join(self.pending)}"] if self.pending else []
+        out += [f"figures: {', '.join(self.figures)}"] if self.figures else []
         return out
 
 
@@ -67,7 +70,7 @@ def plan_suite(suite: Suite) -> SuitePlan:
     """Sort the suite's measures into the steps that compute them."""
     from xlprobe.registry import get_measure
 
-    plan = SuitePlan(data=data_spec(suite), limit=suite.data.size)
+    plan = SuitePlan(data=data_spec(suite), limit=suite.data.size, figures=list(suite.figures))
     extra: list[tuple[str, str]] = []
     for call in suite.measures:
         base = next((p for p in _PROBES if call.name == p or call.name.startswith(p + ".")), None)
@@ -160,6 +163,7 @@ def run_suite(suite: Suite, out: str | Path) -> pd.DataFrame:
     from xlprobe.results import write_results
     from xlprobe.runs import probe_run
     from xlprobe.similarity import similarity_run
+    from xlprobe.suite_figures import draw_figures
     from xlprobe.tasks import load_data
 
     out = Path(out)
@@ -186,7 +190,11 @@ def run_suite(suite: Suite, out: str | Path) -> pd.DataFrame:
     paired += [pd.read_parquet(p) for p in sorted((out / "steps").glob("*/similarity_comparisons.parquet"))]
     if paired:
         write_results(pd.concat(paired, ignore_index=True), out, name="comparisons")
-    provenance = {"suite": suite.model_dump(), "xlprobe": __version__, "data": plan.data,
+    t0 = time.perf_counter()
+    drawn, pending = draw_figures(suite, out, results)
+    timings["figures"] = round(time.perf_counter() - t0, 2)
+    provenance = {"suite": suite.model_dump(), "figures": sorted(p.name for p in (out / "figures").iterdir()),
+                  "figures_pending": pending, "xlprobe": __version__, "data": plan.data,
                   "data_fingerprint": ds.fingerprint, "n_records": len(ds), "seeds": suite.seeds,
                   "plan": plan.lines(), "seconds": timings}
     tmp = out / "provenance.json.tmp"

@@ -25,7 +25,7 @@ measures:
   - cka.linear.debiased
   - weights.rel_change
   - transfer.gap
-figures: [layer_curves, umap, cka_heatmap]
+figures: [layer_curves, umap, cka_heatmap, weight_bars]
 n_boot: 50
 """
 
@@ -47,8 +47,9 @@ def test_a_suite_runs_once_resumes_and_gives_the_same_results(tmp_path):
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["n_records"] == 48 and set(prov["seconds"]["capture"]) == {"toy:lm", "toy:mt", "toy:lm-cont"}
     assert (tmp_path / "comparisons.parquet").is_file()
-    assert prov["figures"] == ["layer_curves.png", "layer_curves.svg", "umap.png", "umap.svg"]
-    assert prov["figures_pending"] == ["cka_heatmap"]
+    assert prov["figures"] == ["cka_heatmap.png", "cka_heatmap.svg", "layer_curves.png", "layer_curves.svg",
+                               "umap.png", "umap.svg"]
+    assert prov["figures_pending"] == ["weight_bars"]
     assert (tmp_path / "figures" / "umap.png").stat().st_size > 10_000
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "steps").glob("*/done.json")}
     again = run_suite(suite, tmp_path)  # nothing recomputed

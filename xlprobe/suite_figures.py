@@ -3,7 +3,7 @@
 ``layer_curves``: every per-layer measure of the language task that has one row per (checkpoint,
 layer), one panel each (CKA and weights rows have their own figures). ``umap``: the store's states of up
 to three layers (first block, middle, last, shared by every checkpoint) for a seeded sample of at most
-``UMAP_GROUPS`` parallel groups, annotated with ``separability.knn``. A figure already in
+``UMAP_GROUPS`` parallel groups, annotated with ``separability.knn``. ``cka_heatmap``: the base against every other checkpoint (up to six). A figure already in
 ``figures/`` is not redrawn (a resumed run keeps it); the kinds not drawn yet are returned as pending.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = ["draw_figures", "UMAP_GROUPS", "DRAWN"]
 #: Parallel groups (verses) a UMAP figure shows at most: AlignedUMAP's time grows with points x checkpoints.
 UMAP_GROUPS = 100
 #: Figure kinds a suite run draws today.
-DRAWN = ("layer_curves", "umap")
+DRAWN = ("layer_curves", "umap", "cka_heatmap")
 _OWN_FIGURES = ("cka", "weights.", "attribution.", "transfer.", "tokens.", "units.")
 #: Per-layer measures drawn first when a run has them (the most informative about checkpoints first).
 _PREFERRED = ("separability.knn", "retrieval.p_at_1", "alignment.neighbour_overlap", "mdl.compression",
@@ -78,7 +78,7 @@ def _umap_reps(out: Path, suite: Suite, seed: int) -> tuple[dict, list[str], lis
 
 def draw_figures(suite: Suite, out: Path, results: pd.DataFrame) -> tuple[list[Path], list[str]]:
     """Draw the suite's figures into ``out/figures``; the files written and the kinds still pending."""
-    from xlprobe.figures import layer_curves, umap_grid
+    from xlprobe.figures import cka_heatmap, layer_curves, umap_grid
 
     folder = out / "figures"
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,4 +96,10 @@ def draw_figures(suite: Suite, out: Path, results: pd.DataFrame) -> tuple[list[P
                         n_neighbors=min(15, max(2, len(langs) // 4)),
                         title=f"suite {suite.name}: {len(langs)} sentences, AlignedUMAP per layer")
         written += _save(fig, folder, "umap")
+    if "cka_heatmap" in suite.figures and not (folder / "cka_heatmap.png").is_file() and \
+            results.measure.str.startswith("cka").any():
+        first = (base or suite.checkpoints[0]).label
+        others = [c.label for c in suite.checkpoints if c.label != first][:6]
+        fig = cka_heatmap(results, [(first, o) for o in others], title=f"suite {suite.name}: CKA, {first} down")
+        written += _save(fig, folder, "cka_heatmap")
     return written, [f for f in suite.figures if f not in DRAWN]

@@ -26,9 +26,8 @@ import pandas as pd
 import torch
 
 from xlprobe.errors import ConfigError, DataError
-from xlprobe.probes.arrays import check_int
 from xlprobe.probes.paired import draws_interval
-from xlprobe.probes.units import ProbedEncoder, SourceBatch, class_codes, encoder_of, source_batch
+from xlprobe.probes.units import ProbedEncoder, SourceBatch, encoder_of, probe_layer_ig, source_batch
 from xlprobe.registry import register_measure
 from xlprobe.results import make_row, results_frame
 
@@ -67,16 +66,10 @@ class TokenAttribution:
     def attribute(self, batch: SourceBatch, y: Any, *, baselines: torch.Tensor | None = None, n_steps: int = 32,
                   internal_batch_size: int | None = None, return_convergence_delta: bool = False) -> Any:
         """Per-token attribution [n, t] of the true class (labels ``y``); baseline: every token pad."""
-        from captum.attr import LayerIntegratedGradients
-
-        if len(y) != len(batch):
-            raise DataError(f"{len(batch)} items but {len(y)} labels")
-        lig = LayerIntegratedGradients(self.forward_func, self.layer, multiply_by_inputs=self.multiply_by_inputs)
         base = batch.baseline(keep_special=False) if baselines is None else baselines
-        attr, delta = lig.attribute(batch.input_ids, baselines=base, target=class_codes(self.probe, y),
-                                    additional_forward_args=batch.forward_args(),
-                                    n_steps=check_int("n_steps", n_steps, 1), internal_batch_size=internal_batch_size,
-                                    return_convergence_delta=True)
+        attr, delta = probe_layer_ig(self.forward_func, self.layer, self.probe, batch, y, base, n_steps=n_steps,
+                                     internal_batch_size=internal_batch_size,
+                                     multiply_by_inputs=self.multiply_by_inputs)
         tokens = (attr.sum(dim=-1) * batch.attention_mask).detach()
         return (tokens, delta.detach()) if return_convergence_delta else tokens
 

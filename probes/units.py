@@ -31,7 +31,7 @@ from xlprobe.registry import register_measure
 from xlprobe.results import make_row, results_frame
 
 __all__ = ["probe_module", "unit_importance", "ablation_check", "UNIT_METHODS", "SourceBatch", "source_batch",
-           "class_codes", "encoder_of", "module_states", "ProbedEncoder", "LayerUnitImportance",
+           "class_codes", "encoder_of", "module_states", "ProbedEncoder", "probe_layer_ig", "LayerUnitImportance",
            "layer_ablation_check"]
 
 #: Attribution methods :func:`unit_importance` runs through captum.
@@ -248,6 +248,20 @@ class ProbedEncoder(torch.nn.Module):
         return self.head(self.pooled(input_ids, attention_mask, content).double())
 
 
+def probe_layer_ig(forward_func: ProbedEncoder, layer: torch.nn.Module, probe: Any, batch: SourceBatch, y: Any,
+                   baselines: torch.Tensor, *, n_steps: int, internal_batch_size: int | None,
+                   multiply_by_inputs: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """captum LayerIntegratedGradients of the probe's true class at ``layer``: (attributions, delta per item)."""
+    from captum.attr import LayerIntegratedGradients
+
+    if len(y) != len(batch):
+        raise DataError(f"{len(batch)} items but {len(y)} labels")
+    lig = LayerIntegratedGradients(forward_func, layer, multiply_by_inputs=multiply_by_inputs)
+    return lig.attribute(batch.input_ids, baselines=baselines, target=class_codes(probe, y),
+                         additional_forward_args=batch.forward_args(), n_steps=check_int("n_steps", n_steps, 1),
+                         internal_batch_size=internal_batch_size, return_convergence_delta=True)
+
+
 class LayerUnitImportance:
     """captum ``LayerIntegratedGradients`` of a probe at layer ``read`` through the model to the units of ``source``.
 
@@ -270,15 +284,10 @@ class LayerUnitImportance:
     def attribute(self, batch: SourceBatch, y: Any, *, baselines: torch.Tensor | None = None, n_steps: int = 32,
                   internal_batch_size: int | None = None, return_convergence_delta: bool = False) -> Any:
         """Per-item, per-unit attribution [n, d] of the true class (labels ``y``), and the delta [n] if asked."""
-        from captum.attr import LayerIntegratedGradients
-
-        if len(y) != len(batch):
-            raise DataError(f"{len(batch)} items but {len(y)} labels")
-        lig = LayerIntegratedGradients(self.forward_func, self.source, multiply_by_inputs=self.multiply_by_inputs)
-        attr, delta = lig.attribute(batch.input_ids, baselines=batch.baseline() if baselines is None else baselines,
-                                    target=class_codes(self.probe, y), additional_forward_args=batch.forward_args(),
-                                    n_steps=check_int("n_steps", n_steps, 1), internal_batch_size=internal_batch_size,
-                                    return_convergence_delta=True)
+        attr, delta = probe_layer_ig(self.forward_func, self.source, self.probe, batch, y,
+                                     batch.baseline() if baselines is None else baselines, n_steps=n_steps,
+                                     internal_batch_size=internal_batch_size,
+                                     multiply_by_inputs=self.multiply_by_inputs)
         units = attr.sum(dim=1).detach()
         return (units, delta.detach()) if return_convergence_delta else units
 

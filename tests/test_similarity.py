@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xlprobe.similarity import centre_by_language, similarity_run
+from xlprobe.similarity import centre_by_language, reference_contrasts, similarity_run
 from xlprobe.store import ActivationStore
 from xlprobe.types import Dataset, Record, StoreKey
 
@@ -69,6 +69,23 @@ def test_role_contrast_finds_the_checkpoint_that_moved_away_from_the_base(tmp_pa
     assert cmp.loc["l1", "value"] < -0.3 and cmp.loc["l1", "p_adjusted"] < 0.01
     assert (cmp.drop("l1").p_adjusted > 0.05).all()
     assert (tmp_path / "similarity_comparisons.parquet").is_file()
+
+
+def test_reference_contrast_reads_the_references_top_layer_against_every_layer(tmp_path):
+    rng = np.random.default_rng(2)
+    G, d = 50, 32
+    n = G * len(LANGS)
+    ref = {"encoder.0": rng.normal(size=(n, d)), "encoder.5": rng.normal(size=(n, d))}  # a deeper model
+    top = ref["encoder.5"]
+    control = {f"encoder.{i}": top + 0.5 * rng.normal(size=(n, d)) for i in range(3)}
+    # the MT-like checkpoint: as close as the control to the reference's top at encoder.0, further at encoder.2
+    mt = {f"encoder.{i}": top + (0.5 if i == 0 else 3.0) * rng.normal(size=(n, d)) for i in range(3)}
+    path = _store(tmp_path, {"toy:mlm": ref, "toy:lm-cont": control, "toy:mt": mt}, G)
+    cmp = reference_contrasts(path, "mlm", "lm-cont", n_half=60).set_index("layer")
+    assert set(cmp.checkpoint) == {"toy:mt"} and set(cmp.ref_layer) == {"encoder.5"}
+    assert set(cmp.contrast) == {"CKA(toy:mlm, X) - CKA(toy:mlm, toy:lm-cont)"}
+    assert cmp.loc["encoder.2", "value"] < -0.3 and cmp.loc["encoder.2", "p_adjusted"] < 0.01
+    assert cmp.loc["encoder.0", "p_adjusted"] > 0.05
 
 
 def test_centre_by_language_removes_each_language_mean():

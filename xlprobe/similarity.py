@@ -36,7 +36,7 @@ import pandas as pd
 
 from xlprobe.errors import DataError, StoreError
 
-__all__ = ["similarity_run", "centre_by_language", "role_contrasts", "CENTRINGS"]
+__all__ = ["similarity_run", "centre_by_language", "role_contrasts", "reference_contrasts", "CENTRINGS"]
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +232,14 @@ def _check_apart(rows: list[dict], apart: list[tuple[str, str]]) -> None:
 
 
 def role_contrasts(sides: dict[tuple[str, str], Any], base: str, control: str, *, centrings: Sequence[str],
-                   stat: Any, measure: str, n_half: int, correction: str, seed: int) -> pd.DataFrame:
-    """Rows CKA(base, X) - CKA(base, control) per layer for every other checkpoint X, paired by half-sampling."""
+                   stat: Any, measure: str, n_half: int, correction: str, seed: int,
+                   base_layer: str | None = None) -> pd.DataFrame:
+    """Rows CKA(base, X) - CKA(base, control) per layer for every other checkpoint X, paired by half-sampling.
+
+    ``base_layer``: compare every layer of X and of the control with this one layer of the base (an
+    anchor of another architecture, e.g. a reference model's top layer; ``ref_layer`` says which);
+    by default each layer with the base's layer of the same name.
+    """
     from xlprobe.probe_suite import is_control_rep
     from xlprobe.probes.paired import adjust_pvalues, paired_set_stats
     from xlprobe.results import make_row, results_frame
@@ -250,9 +256,10 @@ def role_contrasts(sides: dict[tuple[str, str], Any], base: str, control: str, *
             continue
         pos = [{rid: j for j, rid in enumerate(s.ids)} for s in (b, other, ctl)]
         rows_b, rows_x, rows_c = (np.array([p[i] for i in ids]) for p in pos)
-        layers = [la for la in b.layers if la in other.layers and la in ctl.layers]
+        layers = [la for la in other.layers if la in ctl.layers and (base_layer or la) in b.layers]
         for centring in centrings:
             B, X, C = b.take(rows_b, centring), other.take(rows_x, centring), ctl.take(rows_c, centring)
+            B = {la: B[base_layer or la] for la in layers}
             stats = paired_set_stats(stat, [(B[la], X[la]) for la in layers], [(B[la], C[la]) for la in layers],
                                      b.groups[rows_b], n_half=n_half, seed=seed)
             p_adj = adjust_pvalues(stats.p_value, correction)
@@ -262,6 +269,37 @@ def role_contrasts(sides: dict[tuple[str, str], Any], base: str, control: str, *
                               ci_high=float(stats.high[i]), p_value=float(stats.p_value[i]),
                               p_adjusted=float(p_adj[i]), correction=f"{correction} over {family} layers",
                               test=stats.test, contrast=f"CKA({base}, X) - CKA({base}, {control})", base=base,
-                              centring=centring, seed=seed)
+                              centring=centring, seed=seed, **({"ref_layer": base_layer} if base_layer else {}))
                      for i, la in enumerate(layers)]
     return results_frame(rows) if rows else pd.DataFrame()
+
+
+def reference_contrasts(run_dir: str | Path, reference: str, control: str, *, pooling: str = "mean",
+                        kernel: str = "linear", debiased: bool = True, centrings: Sequence[str] = ("pooled",),
+                        n_half: int = 100, correction: str = "holm", seed: int = 0) -> pd.DataFrame:
+    """CKA(reference top layer, X) - CKA(reference top layer, control) per layer of every other checkpoint.
+
+    The paper's "MT models are less similar to other multilingual models" as a paired test: the
+    reference (an encoder of another family, e.g. XLM-R) is read at its last captured layer (depth
+    order), which every layer of X and of the control is compared with on the same items.
+    """
+    from xlprobe.comparisons import resolve_checkpoint
+    from xlprobe.probes.cka import cka
+    from xlprobe.registry import get_measure
+    from xlprobe.runs import open_store
+
+    measure = get_measure(f"cka.{kernel}" + (".debiased" if debiased else "")).name
+    sides = _load(open_store(Path(run_dir)), pooling)
+    names = list(dict.fromkeys(c for c, _ in sides))
+    reference, control = resolve_checkpoint(reference, names, "reference"), resolve_checkpoint(control, names, "control")
+    ref_side = next(v for (c, _), v in sides.items() if c == reference)
+    top = _top_layer(list(ref_side.layers))
+    return role_contrasts(sides, reference, control, centrings=centrings, measure=measure, n_half=n_half,
+                          correction=correction, seed=seed, base_layer=top,
+                          stat=lambda X, Y: cka(X, Y, kernel=kernel, debiased=debiased))
+
+
+def _top_layer(layers: list[str]) -> str:
+    """The deepest block of a checkpoint's layers (``encoder.11`` over ``encoder.final_norm``), else the last."""
+    blocks = [la for la in layers if la.rsplit(".", 1)[-1].isdigit()]
+    return max(blocks, key=lambda la: (la.startswith("decoder"), int(la.rsplit(".", 1)[-1]))) if blocks else layers[-1]

@@ -84,6 +84,15 @@ def test_a_claim_the_suite_cannot_test_says_what_is_missing():
     assert f.verdict == "not measured" and "did not compute transfer.gap" in f.evidence[0]
 
 
+def test_without_a_control_the_claims_read_the_contrasts_against_the_base_as_the_paper_did():
+    rows = [_comparison("retrieval.p_at_1", c, "encoder.1", 0.3, 0.001, ref="lm", contrast="vs base") for c in MT]
+    rows += [_comparison("retrieval.p_at_1", c, "encoder.1", -0.3, 0.001) for c in MT]  # a control's rows: unused
+    claims = {f.topic: f for f in paper_claims(results_frame(rows), mt=MT, control=None, base="lm")}
+    assert claims["separability"].verdict == "agrees" and "mt - lm at encoder.1" in claims["separability"].evidence[0]
+    with_control = {f.topic: f for f in paper_claims(results_frame(rows), mt=MT, control="cont", base="lm")}
+    assert with_control["separability"].verdict == "disagrees"
+
+
 def test_controls_sit_beside_each_checkpoints_value():
     res = results_frame([dict(checkpoint=c, layer="encoder.1", measure="probe.linear", value=v, ci_low=v - .01,
                               ci_high=v + .01, n=10, task="language", control=ctl)

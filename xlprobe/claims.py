@@ -4,7 +4,8 @@ Ji, Mickus, Segonne & Tiedemann (2024) found that MT continued training (1) does
 zero-shot cross-lingual transfer; (2) leaves the models less similar to other multilingual models
 (CKA); (3) raises *output separability*, useful for translation and harmful elsewhere. Each claim is
 read from paired contrasts of the MT checkpoints against the control (the base continued on its own
-objective for as long), at the top layer the MT checkpoints and the control share:
+objective for as long; the base itself when a suite has no control, as in the paper), at the top layer
+the MT checkpoints and the control share:
 
 ======================= =========================================== ==========================================
 claim                   rows read (comparisons table)               agrees when, for the MT checkpoints
@@ -99,10 +100,18 @@ def _evidence(rows: pd.DataFrame, what: str) -> list[str]:
 
 
 def paper_claims(comparisons: pd.DataFrame, *, mt: Sequence[str], control: str | None,
-                 references: Sequence[str] = ()) -> list[Finding]:
-    """The three claims, each with its verdict and the rows behind it (``not measured`` says what is missing)."""
+                 references: Sequence[str] = (), base: str | None = None) -> list[Finding]:
+    """The three claims, each with its verdict and the rows behind it (``not measured`` says what is missing).
+
+    Against the control when the suite has one (the base continued on its own objective: what MT
+    training adds beyond training longer), else against the base (the paper's own comparison: mBART-50
+    has no such control).
+    """
     out = []
+    against = "vs control" if control else "vs base"
+    control = control or base
     for key, claim, measure, contrast, sign in CLAIMS:
+        contrast = against if contrast == "vs control" else contrast
         refs = list(references) if key == "similarity" else [None]
         rows = pd.concat([_top_rows(_contrast_rows(comparisons, measure, contrast, mt, control, ref))
                           for ref in refs] or [comparisons.iloc[:0]]) if mt else comparisons.iloc[:0]
@@ -110,7 +119,7 @@ def paper_claims(comparisons: pd.DataFrame, *, mt: Sequence[str], control: str |
         need = _missing(key, mt, control, references)
         evidence = _evidence(rows, measure) if len(rows) else [need]
         if key == "separability":
-            evidence += _evidence(_top_rows(_contrast_rows(comparisons, "separability.knn", "vs control", mt,
+            evidence += _evidence(_top_rows(_contrast_rows(comparisons, "separability.knn", against, mt,
                                                            control)), "language separability (kNN, not the verdict)")
         text = f"{claim}: {_say(verdict, rows, sign)}"
         out.append(Finding(topic=key, text=text, evidence=tuple(evidence), verdict=verdict))
@@ -134,7 +143,7 @@ def _missing(key: str, mt: Sequence[str], control: str | None, references: Seque
     if not mt:
         return "no checkpoint has role mt in the suite"
     if control is None:
-        return "the suite has no control checkpoint (role control) to contrast the MT checkpoints with"
+        return "the suite has no base or control checkpoint to contrast the MT checkpoints with"
     if key == "similarity" and not references:
         return "no checkpoint has role reference (another multilingual model, e.g. XLM-R)"
     return {"transfer": "the suite did not compute transfer.gap", "similarity": "the suite did not compute cka.*",

@@ -154,7 +154,8 @@ def _figure_findings(kind: str, run: RunTables) -> list[Finding]:
 def report_sections(run: RunTables) -> list[Section]:
     """Claims, suite, figures (with findings), measures (with controls)."""
     refs = run.roles.get("reference", [])
-    claims = paper_claims(run.comparisons, mt=run.roles.get("mt", []), control=run.role("control"), references=refs)
+    claims = paper_claims(run.comparisons, mt=run.roles.get("mt", []), control=run.role("control"), references=refs,
+                          base=run.role("base"))
     sections = [Section(title="The paper's claims, on this run", findings=claims)]
     sections.append(Section(title="Suite", findings=[], tables=[("checkpoints", _checkpoint_table(run)),
                                                                ("data and settings", _settings_table(run))]))

@@ -13,6 +13,7 @@ so that pairs compare.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -45,7 +46,7 @@ def _pairs(rows: pd.DataFrame) -> list[tuple[str, str]]:
     dup = rows.duplicated(["checkpoint", "ref_checkpoint", "group"])
     if dup.any():
         first = rows[dup].iloc[0]
-        several = [c for c in ("grouping", "metric", "task", "layer_spec") if c in rows and rows[c].nunique() > 1]
+        several = [c for c in ("grouping", "metric", "task", "read_point", "train_lang") if c in rows and rows[c].nunique() > 1]
         raise DataError(f"attribution rows of {first.checkpoint} vs {first.ref_checkpoint} have group "
                         f"{first.group!r} more than once" + (f" (several {', '.join(several)})" if several else ""),
                         hint="filter the table to one grouping and one metric, e.g. rows[rows.grouping == 'layer']")
@@ -65,8 +66,8 @@ def _title(a: str, b: str, r: pd.DataFrame) -> str:
     return f"{a} vs {b}\nchange {total:+.4f}{ends}\ncompleteness error {delta:.1e}{rel}"
 
 
-def attribution_bars(rows: pd.DataFrame, top: int = 12, *, title: str | None = None, ncols: int = 2,
-                     width: float = 4.6, sharex: bool = True) -> Any:
+def attribution_bars(rows: pd.DataFrame, top: int = 12, *, order: Sequence[str] | None = None,
+                     title: str | None = None, ncols: int = 2, width: float = 4.6, sharex: bool = True) -> Any:
     """One panel per (checkpoint, reference): a horizontal bar per parameter group, the rest as "other".
 
     Parameters
@@ -75,6 +76,8 @@ def attribution_bars(rows: pd.DataFrame, top: int = 12, *, title: str | None = N
         ``attribution.path`` rows (other measures are left out) of one grouping and one metric.
     top : int
         Groups drawn per panel, by |attribution|; the others are summed into one "other" bar.
+    order : sequence of str, optional
+        Checkpoints in panel order (a run's list); by default the table's order.
     title : str, optional
         The figure's title.
     ncols : int
@@ -97,6 +100,8 @@ def attribution_bars(rows: pd.DataFrame, top: int = 12, *, title: str | None = N
         raise DataError("no rows of measure 'attribution.path'",
                         hint="attribute a metric's change first: ParameterPathAttribution(metric).attribute(a, b)")
     pairs = _pairs(rows)
+    rank = {c: i for i, c in enumerate(dict.fromkeys([*(order or ()), *rows.checkpoint]))}
+    pairs.sort(key=lambda p: rank[p[0]])
     pair_rows = {p: rows[(rows.checkpoint == p[0]) & (rows.ref_checkpoint == p[1])] for p in pairs}
     # groups at exactly 0 hold parameters the metric never reads (the decoder, for an encoder metric)
     unused = {p: int((r.value == 0).sum()) if (r.value != 0).any() else 0 for p, r in pair_rows.items()}

@@ -15,8 +15,9 @@ module, a colour per checkpoint (Okabe-Ito), the control hatched with a dashed e
 :func:`weight_spectra` reads singular values (the table of
 :func:`xlprobe.probes.weights.weight_spectra`: ``param``, ``which`` in a / b / delta, ``index``,
 ``sigma``, one table per checkpoint or one with a ``checkpoint`` column) and draws a panel per chosen
-matrix: the reference's spectrum in black, a line per checkpoint, log scale; a second row the spectra
-of the updates Delta = W - W_ref.
+matrix: the reference's spectrum in black, a line per checkpoint, log scale (four decades under the
+largest value: a rank-deficient tail drops off the axis); a second row the spectra of the updates
+Delta = W - W_ref.
 """
 from __future__ import annotations
 
@@ -225,6 +226,10 @@ def weight_spectra(spectra: pd.DataFrame | Mapping[str, pd.DataFrame], params: S
                     ax.plot(r["index"] + 1, r.sigma.clip(lower=1e-12), color=colour[c], lw=1.3,
                             ls="--" if c in controls else "-", label=c)
             ax.set_yscale("log")
+            shown = rows[rows.which.isin(["a", w] if w == "b" else [w])].sigma
+            if (shown > 0).any():  # 4 decades under the largest: a rank-deficient tail drops off the axis
+                top = float(shown.max())
+                ax.set_ylim(max(float(shown[shown > 0].min()) * 0.8, top * 1e-4), top * 1.6)
             ax.grid(alpha=0.3)
             ax.tick_params(which="both", labelsize=7)  # a short range labels minor ticks (2 x 10^0 ...) too
             name = _short(p.removeprefix("model.").removesuffix(".weight"))

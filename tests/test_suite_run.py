@@ -48,8 +48,8 @@ def test_a_suite_runs_once_resumes_and_gives_the_same_results(tmp_path):
     assert prov["n_records"] == 48 and set(prov["seconds"]["capture"]) == {"toy:lm", "toy:mt", "toy:lm-cont"}
     assert (tmp_path / "comparisons.parquet").is_file()
     assert prov["figures"] == ["cka_heatmap.png", "cka_heatmap.svg", "layer_curves.png", "layer_curves.svg",
-                               "umap.png", "umap.svg"]
-    assert prov["figures_pending"] == ["weight_bars"]
+                               "umap.png", "umap.svg", "weight_bars.png", "weight_bars.svg"]
+    assert prov["figures_pending"] == []
     assert (tmp_path / "figures" / "umap.png").stat().st_size > 10_000
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "steps").glob("*/done.json")}
     again = run_suite(suite, tmp_path)  # nothing recomputed

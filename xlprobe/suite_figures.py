@@ -3,25 +3,38 @@
 ``layer_curves``: every per-layer measure of the language task that has one row per (checkpoint,
 layer), one panel each (CKA and weights rows have their own figures). ``umap``: the store's states of up
 to three layers (first block, middle, last, shared by every checkpoint) for a seeded sample of at most
-``UMAP_GROUPS`` parallel groups, annotated with ``separability.knn``. ``cka_heatmap``: the base against every other checkpoint (up to six). A figure already in
-``figures/`` is not redrawn (a resumed run keeps it); the kinds not drawn yet are returned as pending.
+``UMAP_GROUPS`` parallel groups, annotated with ``separability.knn``. ``cka_heatmap``: the base against every other checkpoint (up to six).
+``paired_differences``: ``comparisons.parquet`` of the run, the control contrast (else the base's) of
+the language-task measures drawn in ``layer_curves`` and the CKA contrast, significance marked.
+``weight_bars``: the ``weights.rel_change`` rows pooled per layer and per module type.
+``weight_spectra``: singular values of three matrices (the middle encoder block's ``fc1`` and ``q``, the
+middle decoder block's cross-attention ``v`` or ``fc1``) of the base and of each checkpoint that has
+weights rows, the models loaded again for it. ``attribution_bars``: the ``attribution.path`` rows (one
+grouping: ``layer_module`` if there, else the first). A figure already in ``figures/`` is not redrawn (a
+resumed run keeps it); the kinds asked for and not drawn (no rows for them yet, or not drawn by a suite
+yet) are returned as pending.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from xlprobe.errors import DataError
 from xlprobe.suite import Suite
 
 __all__ = ["draw_figures", "UMAP_GROUPS", "DRAWN"]
 
+log = logging.getLogger(__name__)
+
 #: Parallel groups (verses) a UMAP figure shows at most: AlignedUMAP's time grows with points x checkpoints.
 UMAP_GROUPS = 100
-#: Figure kinds a suite run draws today.
-DRAWN = ("layer_curves", "umap", "cka_heatmap")
+#: Figure kinds a suite run draws today (each when the run has its rows).
+DRAWN = ("layer_curves", "umap", "cka_heatmap", "paired_differences", "weight_bars", "weight_spectra",
+         "attribution_bars")
 _OWN_FIGURES = ("cka", "weights.", "attribution.", "transfer.", "tokens.", "units.")
 #: Per-layer measures drawn first when a run has them (the most informative about checkpoints first).
 _PREFERRED = ("separability.knn", "retrieval.p_at_1", "alignment.neighbour_overlap", "mdl.compression",
@@ -53,6 +66,63 @@ def _curve_measures(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return rows, sorted(keep, key=lambda m: _PREFERRED.index(m) if m in _PREFERRED else len(_PREFERRED))
 
 
+def _paired(out: Path, results: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]] | None:
+    """The language-task comparisons, the contrasts to draw and the measures (curves' order), or None."""
+    file = out / "comparisons.parquet"
+    if not file.is_file():
+        return None
+    comp = pd.read_parquet(file)
+    if "task" in comp:
+        comp = comp[comp.task.isna() | (comp.task == "language")]
+    if comp.empty or "contrast" not in comp:
+        return None
+    have = list(dict.fromkeys(comp.contrast.dropna()))
+    main = [c for c in ("vs control", "vs base") if c in have][:1]
+    contrasts = main + [c for c in have if c.startswith("CKA(")][:1]
+    if not contrasts:
+        return None
+    _, curves = _curve_measures(results)
+    drawn = [m for m in curves if m in set(comp[comp.contrast.isin(main)].measure)][:6]
+    measures = drawn + sorted(set(comp[comp.contrast.isin(contrasts[len(main):])].measure))
+    return (comp, contrasts, measures) if measures else None
+
+
+def _spectra(suite: Suite, weights: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """weight_spectra of up to three matrices, base against every checkpoint with weights rows."""
+    from xlprobe.loading import load_model
+    from xlprobe.probes.weights import weight_spectra
+
+    params: list[str] = []
+    for side, modules, k in (("encoder", ("fc1", "q"), 2), ("decoder", ("cross_v", "fc1"), 1)):
+        rows = weights[(weights.side == side) & weights.param.str.endswith(".weight")]
+        blocks = sorted({la for la in rows.layer if la.rsplit(".", 1)[-1].isdigit()},
+                        key=lambda la: int(la.rsplit(".", 1)[-1]))
+        if blocks:
+            middle = rows[rows.layer == blocks[len(blocks) // 2]]
+            found = [middle[middle.module == m].param.iloc[0] for m in modules if (middle.module == m).any()]
+            params += found[:k]
+    params = list(dict.fromkeys(params))[:3]
+    if not params:
+        return pd.DataFrame(), params
+    base = suite.role("base") or suite.checkpoints[0]
+    a, _ = load_model(base.model)
+    frames = []
+    for c in suite.checkpoints:
+        if c.label in set(weights.checkpoint):
+            b, _ = load_model(c.model)
+            frames.append(weight_spectra(a, b, params).assign(checkpoint=c.label, ref_checkpoint=base.label))
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), params
+
+
+def _attribution_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The attribution.path rows of one grouping (``layer_module`` if there, else the first)."""
+    rows = results[results.measure == "attribution.path"]
+    if "grouping" in rows and rows.grouping.nunique() > 1:
+        have = list(dict.fromkeys(rows.grouping.dropna()))
+        rows = rows[rows.grouping == ("layer_module" if "layer_module" in have else have[0])]
+    return rows
+
+
 def _umap_reps(out: Path, suite: Suite, seed: int) -> tuple[dict, list[str], list[str]]:
     """``{checkpoint: {layer: X}}`` of a seeded sample of groups, the languages, and up to three layers."""
     from xlprobe.figures.curves import layer_order
@@ -78,7 +148,15 @@ def _umap_reps(out: Path, suite: Suite, seed: int) -> tuple[dict, list[str], lis
 
 def draw_figures(suite: Suite, out: Path, results: pd.DataFrame) -> tuple[list[Path], list[str]]:
     """Draw the suite's figures into ``out/figures``; the files written and the kinds still pending."""
-    from xlprobe.figures import cka_heatmap, layer_curves, umap_grid
+    from xlprobe.figures import (
+        attribution_bars,
+        cka_heatmap,
+        layer_curves,
+        paired_differences,
+        umap_grid,
+        weight_bars,
+        weight_spectra,
+    )
 
     folder = out / "figures"
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,4 +180,40 @@ def draw_figures(suite: Suite, out: Path, results: pd.DataFrame) -> tuple[list[P
         others = [c.label for c in suite.checkpoints if c.label != first][:6]
         fig = cka_heatmap(results, [(first, o) for o in others], title=f"suite {suite.name}: CKA, {first} down")
         written += _save(fig, folder, "cka_heatmap")
-    return written, [f for f in suite.figures if f not in DRAWN]
+    order = [c.label for c in suite.checkpoints]  # one colour per checkpoint in every figure
+    controls = [control.label] if control else []
+    weights = results[results.measure == "weights.rel_change"]
+
+    def wanted(kind: str) -> bool:
+        return kind in suite.figures and not (folder / f"{kind}.png").is_file()
+
+    def draw(kind: str, make: Any) -> None:
+        """Draw and save one figure; a table the figure cannot read leaves the kind pending (logged)."""
+        try:
+            fig = make()
+        except DataError as exc:
+            log.warning("figure %s not drawn: %s", kind, exc)
+            return
+        written.extend(_save(fig, folder, kind))
+
+    if wanted("paired_differences") and (paired := _paired(out, results)):
+        comp, contrasts, measures = paired
+        draw("paired_differences", lambda: paired_differences(
+            comp, measures, contrast=contrasts, controls=controls, order=order,
+            title=f"suite {suite.name}: paired differences, filled where the corrected p < 0.05"))
+    if wanted("weight_bars") and not weights.empty:
+        draw("weight_bars", lambda: weight_bars(weights, controls=controls, order=order,
+                                                title=f"suite {suite.name}: weight divergence"))
+    if wanted("weight_spectra") and not weights.empty and {"param", "side", "module"} <= set(weights.columns):
+        def spectra_figure() -> Any:
+            table, params = _spectra(suite, weights)
+            if table.empty:
+                raise DataError("no matrices to draw the spectra of")
+            return weight_spectra(table, params, controls=controls, order=order,
+                                  title=f"suite {suite.name}: singular values, base in black")
+        draw("weight_spectra", spectra_figure)
+    attribution = _attribution_rows(results)
+    if wanted("attribution_bars") and not attribution.empty:
+        draw("attribution_bars", lambda: attribution_bars(
+            attribution, order=order, title=f"suite {suite.name}: attribution of the metric's change to parameter groups"))
+    return written, [f for f in suite.figures if not (folder / f"{f}.png").is_file()]

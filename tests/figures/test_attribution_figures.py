@@ -52,6 +52,10 @@ def test_a_panel_per_pair_bars_signed_other_grey_and_the_totals_in_the_title():
     assert "1 group(s) at exactly 0" in mt.get_xlabel()
     assert "change -0.0479" in axes[1].get_title()
     matplotlib.pyplot.close(fig)
+    fig = attribution_bars(_rows(), order=["lm", "cont", "mt"])
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()] == ["cont vs lm", "mt vs lm"]
+    assert len(fig.legends[0].get_texts()) == 2  # no "other" bar drawn: no "other" in the legend
+    matplotlib.pyplot.close(fig)
 
 
 def test_rows_lacking_columns_or_mixing_groupings_get_a_clear_error():

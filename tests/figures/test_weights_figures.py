@@ -87,6 +87,7 @@ def test_spectra_a_line_per_checkpoint_the_reference_once_log_scale():
     assert grid[0, 0].lines[2].get_linestyle() == "--"
     assert grid[0, 0].lines[1].get_ydata()[0] == pytest.approx(2.0)
     assert grid[1, 1].get_title() == "update of dec.layers.0.fc1"
+    assert grid[0, 0].get_ylim()[0] == pytest.approx(2.0 ** -7 * 0.8)  # the reference's smallest, within 4 decades
     matplotlib.pyplot.close(fig)
     one = weight_spectra(pd.concat([_spectrum(2.0).assign(checkpoint="mt")]), ["model.encoder.layers.0.fc1.weight"],
                          which=("b",))

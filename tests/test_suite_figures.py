@@ -94,3 +94,14 @@ def test_the_figure_kinds_are_allowed_in_a_suite(kind):
     from xlprobe.suite import FIGURES
 
     assert kind in FIGURES and kind in DRAWN
+
+
+def test_paired_draws_the_language_measures_and_the_transfer_gap_not_other_tasks(tmp_path):
+    from xlprobe.suite_figures import _paired
+
+    comp = _comparisons()
+    other = pd.concat([comp.assign(measure="transfer.gap", task="book"), comp.assign(task="genre")])
+    pd.concat([comp, other]).to_parquet(tmp_path / "comparisons.parquet")
+    table, contrasts, measures = _paired(tmp_path, _results())
+    assert contrasts == ["vs control"] and measures == ["separability.knn", "transfer.gap"]
+    assert set(table.task) == {"language", "book"}

@@ -5,7 +5,8 @@ layer), one panel each (CKA and weights rows have their own figures). ``umap``: 
 to three layers (first block, middle, last, shared by every checkpoint) for a seeded sample of at most
 ``UMAP_GROUPS`` parallel groups, annotated with ``separability.knn``. ``cka_heatmap``: the base against every other checkpoint (up to six).
 ``paired_differences``: ``comparisons.parquet`` of the run, the control contrast (else the base's) of
-the language-task measures drawn in ``layer_curves`` and the CKA contrast, significance marked.
+the language-task measures drawn in ``layer_curves`` and of the transfer gap (one task), and the CKA
+contrast, significance marked.
 ``weight_bars``: the ``weights.rel_change`` rows pooled per layer and per module type.
 ``weight_spectra``: singular values of three matrices (the middle encoder block's ``fc1`` and ``q``, the
 middle decoder block's cross-attention ``v`` or ``fc1``) of the base and of each checkpoint that has
@@ -72,8 +73,8 @@ def _paired(out: Path, results: pd.DataFrame) -> tuple[pd.DataFrame, list[str], 
     if not file.is_file():
         return None
     comp = pd.read_parquet(file)
-    if "task" in comp:
-        comp = comp[comp.task.isna() | (comp.task == "language")]
+    if "task" in comp:  # the language task's measures, and the transfer gap (its own task) of every task
+        comp = comp[comp.task.isna() | (comp.task == "language") | comp.measure.str.startswith("transfer.")]
     if comp.empty or "contrast" not in comp:
         return None
     have = list(dict.fromkeys(comp.contrast.dropna()))
@@ -82,7 +83,10 @@ def _paired(out: Path, results: pd.DataFrame) -> tuple[pd.DataFrame, list[str], 
     if not contrasts:
         return None
     _, curves = _curve_measures(results)
-    drawn = [m for m in curves if m in set(comp[comp.contrast.isin(main)].measure)][:6]
+    under = comp[comp.contrast.isin(main)]
+    drawn = [m for m in curves if m in set(under.measure)][:6]
+    drawn += [m for m in dict.fromkeys(under.measure) if m.startswith("transfer.")
+              and not under[under.measure == m].duplicated(["contrast", "checkpoint", "layer"]).any()]
     measures = drawn + sorted(set(comp[comp.contrast.isin(contrasts[len(main):])].measure))
     return (comp, contrasts, measures) if measures else None
 

@@ -68,6 +68,7 @@ def transfer_probe(
     ci: float = 0.95,
     seed: int = 0,
     center: str = "none",
+    scores: dict | None = None,
 ) -> pd.DataFrame:
     """Train a probe on ``train_lang`` and test it on every language, per layer; the tidy results table.
 
@@ -92,6 +93,9 @@ def transfer_probe(
         ``"language"`` subtracts each language's mean vector (over all its items: no labels needed, so
         a zero-shot user can do it too) before training and testing: it removes a per-language offset,
         the simplest language-specific component, and shows how much of a gap that offset explains.
+    scores : dict, optional
+        Receives, keyed ``(checkpoint, layer)``, every item's 0/1 correctness (float; NaN where the item
+        was not tested): what a paired comparison of two checkpoints resamples.
     """
     probe = make_probe(probe, seed=seed)
     if center not in ("none", "language"):
@@ -136,6 +140,8 @@ def transfer_probe(
             majority[te] = majority_predictions(y[tr], len(te))
             tested[te] = True
         correct = (pred == y) & tested
+        if scores is not None:
+            scores[c, layer] = np.where(tested, correct.astype(np.float64), np.nan)
         base = dict(checkpoint=c, layer=layer, task=task, seed=seed)
         per_lang = {}
         for lang in test_langs:

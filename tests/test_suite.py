@@ -24,7 +24,7 @@ pooling: mean
 measures:
   - probe.linear: {task: language}
   - separability.knn
-  - transfer.gap: {train_lang: en}
+  - transfer.gap: {task: book, train_lang: en}
 figures: [umap, layer_curves]
 seeds: [0, 1]
 n_boot: 500
@@ -38,7 +38,8 @@ def test_a_valid_suite_validates_with_its_roles_and_measure_parameters(tmp_path)
     assert [c.label for c in suite.checkpoints] == ["toy:lm", "toy:mt", "toy:lm-cont"]
     assert suite.role("base").model == "toy:lm" and suite.role("control").model == "toy:lm-cont"
     assert [(m.name, m.params) for m in suite.measures] == [
-        ("probe.linear", {"task": "language"}), ("separability.knn", {}), ("transfer.gap", {"train_lang": "en"})]
+        ("probe.linear", {"task": "language"}), ("separability.knn", {}),
+        ("transfer.gap", {"task": "book", "train_lang": "en"})]
     assert suite.data.languages == ["en", "fr", "de", "ru"] and suite.seeds == [0, 1] and suite.n_boot == 500
     figures = typing.get_args(typing.get_args(Suite.model_fields["figures"].annotation)[0])
     assert figures == FIGURES
@@ -55,8 +56,20 @@ def _error(text: str) -> ConfigError:
     ("  size: 300", "  size: 300\n  sise: 3", "s.yaml:11: data.sise:", "Extra inputs", "corpus, languages"),
     ("  - separability.knn", "  - separability.knnn", "s.yaml:15: measures[1].separability.knnn:",
      "unknown measure", "did you mean separability.knn"),
-    ("{train_lang: en}", "{train_language: en}", "s.yaml:16: measures[2].transfer.gap.train_language:",
+    ("train_lang: en}", "train_language: en}", "s.yaml:16: measures[2].transfer.gap.train_language:",
      "takes no parameter", "train_lang"),
+    ("{task: book, train_lang: en}", "{train_lang: en}", "s.yaml:16: measures[2].transfer.gap:", "needs task",
+     "task: book"),
+    ("train_lang: en}", "train_lang: en, n_boot: 5}", "s.yaml:16: measures[2].transfer.gap.n_boot:",
+     "set by the suite", "n_boot:"),
+    ("  - transfer.gap: {task: book, train_lang: en}", "  - transfer.gap: {task: book, train_lang: en}\n"
+     "  - attribution.path: {n_steps: 0}", "s.yaml:17: measures[3].attribution.path.n_steps:",
+     "positive integer", "n_steps: 16"),
+    ("  - transfer.gap: {task: book, train_lang: en}", "  - transfer.gap: {task: book, train_lang: en}\n"
+     "  - attribution.path: {steps: 4}", "s.yaml:17: measures[3].attribution.path.steps:",
+     "takes no parameter", "n_steps, max_items"),
+    ("  - transfer.gap: {task: book, train_lang: en}", "  - attribution.path", "s.yaml:16: measures[2].attribution.path:",
+     "needs a task", "transfer.gap with a task"),
     ("n_boot: 500", "n_boot: many", "s.yaml:19: n_boot:", "valid integer", ""),
     ("pooling: mean", "pooling: avg", "s.yaml:12: pooling:", "Input should be", "'mean'"),
     ("languages: [en, fr, de, ru]", "languages: []", "s.yaml:8: data.languages:", "at least 1", ""),
@@ -68,7 +81,7 @@ def _error(text: str) -> ConfigError:
     ("  - toy:mt", "  - toy:lm", "s.yaml:4: checkpoints[1]:", "listed twice", "name:"),
     ("figures: [umap, layer_curves]", "figures: [umap, heatmap]", "s.yaml:17: figures[1]:", "Input should be",
      "'cka_heatmap'"),
-    ("measures:\n  - probe.linear: {task: language}\n  - separability.knn\n  - transfer.gap: {train_lang: en}\n",
+    ("measures:\n  - probe.linear: {task: language}\n  - separability.knn\n  - transfer.gap: {task: book, train_lang: en}\n",
      "measures: []\n", "s.yaml:13: measures:", "at least 1", ""),
     ("name: toy\n", "", "s.yaml:1: name:", "Field required", "add it"),
 ])

@@ -14,11 +14,12 @@ __all__ = ["run_command"]
 def run_command(
     suite_file: Path = typer.Argument(..., help="The suite YAML (e.g. xlprobe/suites/toy.yaml)."),
     out: Path = typer.Option(None, "--out", "-o", help="Run folder (created; the same command resumes it)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; load no model."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, print the plan and an estimate of disk and "
+                                 "time; load no model."),
 ) -> None:
     """Validate a suite, capture every checkpoint once, compute every measure; results.parquet in --out."""
     from xlprobe.suite import load_suite
-    from xlprobe.suite_run import plan_suite, run_suite
+    from xlprobe.suite_run import estimate_suite, plan_suite, run_suite
 
     try:
         suite = load_suite(suite_file)
@@ -28,10 +29,13 @@ def run_command(
         for line in plan.lines():
             console.print(f"  {line}")
         if dry_run:
+            console.print("estimate (from configs; no model loaded):")
+            for line in estimate_suite(suite, plan).lines():
+                console.print(f"  {line}", highlight=False)
             return
         if out is None:
             raise typer.BadParameter("give --out DIR (or --dry-run)")
-        results = run_suite(suite, out)
+        results = run_suite(suite, out, progress=True)
     except XlprobeError as err:
         fail(err)
     console.print(f"{len(results)} rows -> {out / 'results.parquet'} and .csv; provenance.json beside them")

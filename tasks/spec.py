@@ -24,6 +24,7 @@ are comma-separated, booleans ``true``/``false``. A bare path with a known exten
 """
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,7 +95,8 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
         bare = _bare_path_scheme(spec)
         if bare is None:
             raise DataError(
-                f"unknown data scheme {scheme!r} in {spec!r}" if sep else f"data spec {spec!r} has no scheme",
+                f"unknown data scheme {scheme!r} in {spec!r}{_guess(scheme.lower(), SCHEMES)}" if sep
+                else f"data spec {spec!r} has no scheme",
                 hint="valid schemes: " + "; ".join(f"{s.name} ({s.example})" for s in SCHEMES.values()),
             )
         scheme, body = bare, head
@@ -104,6 +106,12 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     if repeated:
         raise DataError(f"data spec {spec!r} repeats key(s) {repeated!r}", hint="give each key once; lists are comma-separated")
     return scheme.lower(), body.strip(), dict(pairs)
+
+
+def _guess(word: str, choices: Any) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _convert(scheme: str, key: str, value: str) -> Any:
@@ -169,7 +177,9 @@ def load_data(spec: str, *, limit: int | None = None, seed: int = 0, **kw: Any) 
     allowed = sorted(set(params) - {"path"})
     unknown = sorted((set(query) | set(kw)) - set(allowed))
     if unknown:
-        raise DataError(f"{name}: unknown option(s) {unknown!r} for {spec!r}", hint=f"options of {name}: {', '.join(allowed)}")
+        guesses = "".join(_guess(k, allowed) for k in unknown)
+        raise DataError(f"{name}: unknown option(s) {unknown!r} for {spec!r}{guesses}",
+                        hint=f"options of {name}: {', '.join(allowed)}")
     args = {**_body_args(scheme, body), **{k: _convert(name, k, v) for k, v in query.items()}}
     if limit is not None:
         args["limit"] = limit

@@ -115,8 +115,8 @@ class ActivationStore:
             if not create:
                 what = "does not exist" if not p.exists() else f"has no {MANIFEST}, so it is not a store"
                 raise StoreError(f"activation store {str(p)!r} {what}",
-                                 hint="check the path, or create the store with ActivationStore.open(path) "
-                                      "(create=True) / `xlprobe extract ... --store DIR`")
+                                 hint="check the path; a store is created by `xlprobe capture ... --out DIR` "
+                                      "(from Python: ActivationStore.open(path), create=True)")
             p.mkdir(parents=True, exist_ok=True)
             store._update(lambda m: None)
         store._manifest()
@@ -174,8 +174,8 @@ class ActivationStore:
         shards = self._manifest()["shards"]
         if key.id not in shards:
             raise StoreError(f"no shard for {describe_key(key)} in store {str(self.path)!r}",
-                             hint=f"build it first (xlprobe extract ... --store {self.path}); "
-                                  f"store.keys() lists the {len(shards)} shard(s) there")
+                             hint=f"build it first (`xlprobe capture ... --out {self.path}`); `xlprobe store ls "
+                                  f"{self.path}` (store.keys()) lists the {len(shards)} shard(s) there")
         return shards[key.id]
 
     def entry(self, key: StoreKey) -> dict[str, Any]:

@@ -37,7 +37,7 @@ figures: [layer_curves, umap, cka_heatmap, weight_bars]
 n_boot: 50
 """
 
-#: Transfer and attribution alone, on three toy checkpoints and a few verses (about 20 s on 2 cores).
+#: Transfer and attribution alone, on three toy checkpoints and a few verses (5-7 s on 2 idle cores).
 TABLES = """\
 name: tables
 checkpoints:
@@ -106,7 +106,6 @@ def test_the_gap_per_group_averages_to_the_mean_gap_over_languages():
     assert per.mean() == pytest.approx(np.mean([acc["en"] - acc["fr"], acc["en"] - acc["de"]]))
 
 
-@pytest.mark.slow
 def test_transfer_and_attribution_rows_with_paired_contrasts_of_the_mean_gap(tmp_path):
     suite = parse_suite(TABLES)
     res = run_suite(suite, tmp_path)

@@ -241,7 +241,7 @@ def _check_table_call(call: MeasureCall, suite: Suite, file: str, lines: dict, l
                                   or (kind is int and value < 1)):
             what = "a positive integer" if kind is int else ("a string" if kind is str else "a number")
             raise _fail(file, lines, (*loc, key), f"{call.name}: {key} must be {what}; got {value!r}",
-                        f"e.g. {key}: " + {"n_steps": "16", "max_items": "240", "layer": "encoder.2"}.get(key, "..."))
+                        f"e.g. {key}: " + {"n_steps": "16", "max_items": "144", "layer": "encoder.2"}.get(key, "..."))
     if call.name == "attribution.path" and call.params.get("groups", "layer_module") not in _GROUPINGS:
         raise _fail(file, lines, (*loc, "groups"), f"groups must be one of {list(_GROUPINGS)}",
                     "layer_module (the default) sums per layer and module")

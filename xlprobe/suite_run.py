@@ -55,9 +55,10 @@ __all__ = ["SuitePlan", "plan_suite", "run_suite", "data_spec", "SuiteEstimate",
 log = logging.getLogger(__name__)
 _PROBES = {"probe.linear": "linear", "probe.mlp": "mlp"}
 _TRANSFER = ("transfer.gap", "transfer.accuracy")
-#: ``attribution.path`` parameters a suite leaves out. ``max_items`` keeps the step near 40 s on the toy
-#: family (4 pairs x 16 nodes at 240 records: 9.4 s a pair on 2 CPU cores).
-ATTRIBUTION_DEFAULTS: dict[str, Any] = {"n_steps": 16, "max_items": 240, "train_lang": "en", "layer": None,
+#: ``attribution.path`` parameters a suite leaves out. ``max_items`` keeps the step under a minute on the
+#: toy family on 2 CPU cores (4 pairs x 16 nodes: at 240 records 9.4 s a pair alone, 91 s for the step
+#: while other jobs shared the cores; 144 records, 6 verses per book and language, take 0.6 of that).
+ATTRIBUTION_DEFAULTS: dict[str, Any] = {"n_steps": 16, "max_items": 144, "train_lang": "en", "layer": None,
                                         "groups": "layer_module", "ridge": 10.0, "tau": 0.1}
 
 
@@ -169,8 +170,8 @@ def _plan_transfer(plan: SuitePlan, params: dict[str, Any]) -> None:
 #: of the single steps on the same store. Rough: linear in what each says, and as good as the machine.
 COSTS: dict[str, float] = {
     # capture: seconds per (record x million parameters), toy:mlm 1.88 s for 2400 records, 2.24M params
-    # (toy:lm 1.12 s, 2.45M: its decoder is not run), plus loading each checkpoint (toy:lm 2.0 s)
-    "capture_record_mparam": 3.5e-4, "load_checkpoint": 2.0,
+    # (toy:lm 1.12 s, 2.45M: its decoder is not run), plus loading each checkpoint (0.1-2 s on the toys)
+    "capture_record_mparam": 3.5e-4, "load_checkpoint": 1.0,
     # probe step: seconds per (record x pooled point), all checkpoints: 89.5 s / (2400 x 37), a linear
     # probe with its controls and 5 extra measures, n_boot 1000
     "probe_record_point": 1.0e-3,
@@ -502,6 +503,7 @@ def _transfer(suite: Suite, out: Path, params: dict[str, Any], folder: Path) -> 
         frames.append(df)
         per_group = {("transfer.gap", c, layer): _gap_per_group(v, langs, groups, train_lang)
                      for (c, layer), v in scores.items() if not is_control_rep(c)}
+        per_group = {k: v for k, v in per_group.items() if len(v)}  # one language only: no gap to contrast
         checkpoints = list(dict.fromkeys(c for _, c, _ in per_group))
         if len(checkpoints) < 2:
             continue
@@ -659,7 +661,8 @@ def run_suite(suite: Suite, out: str | Path, *, progress: bool = False) -> pd.Da
     provenance = {"suite": suite.model_dump(), "figures": sorted(p.name for p in (out / "figures").iterdir()),
                   "figures_pending": pending, "xlprobe": __version__, "data": plan.data,
                   "data_fingerprint": ds.fingerprint, "n_records": len(ds), "seeds": suite.seeds,
-                  "plan": plan.lines(), "seconds": timings}
+                  "plan": plan.lines(), "seconds": timings,
+                  "estimate_seconds": estimate_suite(suite, plan).seconds}  # what --dry-run said, to compare
     tmp = out / "provenance.json.tmp"
     tmp.write_text(json.dumps(provenance, indent=1, default=str))
     tmp.replace(out / "provenance.json")

@@ -144,11 +144,14 @@ def token_rows(ptr: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def progress_bar(progress: bool, total: int, what: str = "capturing") -> tuple[Any, Callable[[int], None]]:
-    """A rich progress bar, or a no-op, as a (context, advance) pair."""
+    """A rich progress bar on stderr, or a no-op, as a (context, advance) pair."""
     if not progress:
         return contextlib.nullcontext(), (lambda k: None)
+    from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bar = Progress(TextColumn(escape(what)), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True))
     task = bar.add_task(what, total=total)
     return bar, (lambda k: bar.advance(task, k))

@@ -94,7 +94,9 @@ def write_plan(store: Any, model: nn.Module, tokenizer: Any, plan: CapturePlan, 
         todo_chunks = sorted(set().union(*pending.values()))
         if len(todo_chunks) < len(chunks):
             log.info("resuming: %d of %d chunk(s) already committed", len(chunks) - len(todo_chunks), len(chunks))
-        ctx, advance = progress_bar(progress, sum(chunks[c][1] - chunks[c][0] for c in todo_chunks))
+        left = sum(chunks[c][1] - chunks[c][0] for c in todo_chunks)
+        what = "capturing" if left == plan.n else f"capturing ({plan.n - left} of {plan.n} already stored)"
+        ctx, advance = progress_bar(progress, left, what)
         stack.enter_context(ctx)
         trim = MemoryTrimmer()
         for c in todo_chunks:

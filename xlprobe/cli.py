@@ -15,14 +15,35 @@ from rich.markup import escape
 from rich.table import Table
 
 from xlprobe.cli_admin import store_app, toy_app
-from xlprobe.cli_common import console, err_console, fail
+from xlprobe.cli_common import (
+    BATCH_SIZE_HELP,
+    MAX_LENGTH_HELP,
+    choice,
+    console,
+    err_console,
+    fail,
+    flag,
+    progress_lines,
+    quiet_model_loading,
+    say,
+)
 from xlprobe.cli_suite import run_command
 from xlprobe.cli_tables import comparison_table, difference_table, probe_table
 from xlprobe.cli_weights import weights_command
 from xlprobe.errors import ConfigError, XlprobeError
-from xlprobe.types import Dataset
+from xlprobe.types import POOLINGS, Dataset
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+#: What the parser accepts, checked before any model or store is read (tests check them against the library's).
+PROBE_NAMES = ("linear", "mlp")
+CORRECTIONS = ("holm", "bh", "none")
+KERNELS = ("linear", "rbf")
+DTYPES = ("float32", "float16", "bfloat16")
+MEASURE_KINDS = ("labelled", "unlabelled", "paired", "weights", "table")
+POOLED = tuple(p for p in POOLINGS if p != "tokens")
+
+# rich_markup_mode=None: help is printed as written (no "[tgt_lang]" or "[hub]" read as markup) and flags show
+# no type column (typer's rich help gives --json a "<bool>" it would refuse)
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Probe what happens inside multilingual transformers, e.g. after MT continued training.")
 app.add_typer(store_app, name="store")
 app.command("weights")(weights_command)
@@ -51,15 +72,16 @@ def _setup_logging(verbose: bool) -> None:
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details.")) -> None:
+def main(verbose: bool = flag("--verbose", "-v", help="Log progress details.")) -> None:
     """xlprobe: probes, similarity and attribution for multilingual checkpoints."""
     _setup_logging(verbose)
+    quiet_model_loading()
 
 
 @app.command()
 def layers(
     model: str = typer.Argument(..., help="Hub id, local folder, or tiny:<family> (e.g. tiny:mbart)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = flag("--json", help="Print JSON instead of a table."),
 ) -> None:
     """List every capture point of MODEL: name, alias, side, index, output shape."""
     from xlprobe.hooks.extract import describe_points
@@ -100,7 +122,7 @@ def _cell(v: object) -> str:
 
 
 @app.command()
-def data(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def data(as_json: bool = flag("--json", help="Print JSON instead of a table.")) -> None:
     """List the corpora, languages and translations xlprobe can load, with licence status."""
     from xlprobe.tasks import catalogue
 
@@ -122,7 +144,7 @@ def data(as_json: bool = typer.Option(False, "--json", help="Print JSON instead 
     console.print(table)
     hub = [r for r in rows if r.get("corpus") != "bible"]
     if hub:
-        table = Table(title="hub datasets (need the [hub] extra and network or a local copy)")
+        table = Table(title=escape("hub datasets (need the [hub] extra and network or a local copy)"))
         for col in ("name", "licence", "spec", "languages"):
             table.add_column(col, no_wrap=col in ("name", "licence"))
         for r in hub:
@@ -140,12 +162,13 @@ def capture(
     layer_spec: Optional[str] = typer.Option(None, "--layers", "-l", help="Comma-separated names, aliases or "
                                              "globs (default: every point; for an encoder-decoder without "
                                              "--tgt the encoder's alone, its decoder reading no text)."),
-    pooling: str = typer.Option("mean", "--pooling", "-p", help="mean | first | last | max | tag | tokens"),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Parallel groups (verses) to keep."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Cap on texts x longest text per batch "
-                                             "(bounds one batch's memory whatever the longest sentence)."),
-    max_length: Optional[int] = typer.Option(None, "--max-length"),
+    pooling: str = choice("mean", "--pooling", "-p", values=POOLINGS, help="How each text's positions are reduced "
+                          "(tag: the language-code position alone; tokens: every position)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Parallel groups (verses) to keep."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help=BATCH_SIZE_HELP),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Cap on texts x longest text per "
+                                             "batch (bounds one batch's memory whatever the longest sentence)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=2, help=MAX_LENGTH_HELP),
     tgt_lang: Optional[str] = typer.Option(None, "--tgt-lang", help="Decoder target language (prompt)."),
     tgt: Optional[str] = typer.Option(
         None, "--tgt", help="Teacher-force an encoder-decoder's decoder on each text's parallel verse: a language "
@@ -154,12 +177,12 @@ def capture(
         "without --tgt they read only the start prompt '</s> [tgt_lang]'."),
     tgt_own: str = typer.Option("drop", "--tgt-own", help="With one --tgt language, records of that language: "
                                 "drop (counted) or a language to pair them with instead."),
-    tgt_incomplete: str = typer.Option("error", "--tgt-incomplete", help="A verse without the --tgt language: "
-                                       "error (names it) or drop (the whole verse, counted)."),
-    include_special: bool = typer.Option(False, "--include-special", help="Pool special tokens too."),
-    dtype: str = typer.Option("float32", "--dtype"),
-    device: str = typer.Option("cpu", "--device"),
-    seed: int = typer.Option(0, "--seed"),
+    tgt_incomplete: str = choice("error", "--tgt-incomplete", values=("error", "drop"), help="A verse without "
+                                 "the --tgt language: error (names it) or drop (the whole verse, counted)."),
+    include_special: bool = flag("--include-special", help="Pool special tokens too."),
+    dtype: str = choice("float32", "--dtype", values=DTYPES, help="Compute precision (results are float32)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data sampling (--limit)."),
 ) -> None:
     """Capture pooled activations of a dataset into a resumable activation store.
 
@@ -192,6 +215,7 @@ def capture(
         _warn_trained_books(model, ds)
         m, tok = load_model(model, device=device)
         store = ActivationStore.open(out)
+        before = {k.id for k in store.keys()}
         if layer_spec is None and m.config.is_encoder_decoder and tgt:
             layer_spec = "all"
             console.print("layers: the encoder's and the decoder's (the decoder reads the teacher-forced target)")
@@ -211,7 +235,11 @@ def capture(
                                    "tgt": tgt or None})
     except XlprobeError as err:
         fail(err)
-    table = Table(title=f"wrote {len(keys)} shard(s) to {out}")
+    except KeyboardInterrupt:
+        _interrupted(out, command)
+    kept = sum(k.id in before for k in keys)
+    table = Table(title=escape(f"wrote {len(keys) - kept} shard(s) to {out}"
+                               + (f", {kept} already in the store (skipped)" if kept else "")))
     for col in ("alias", "point", "pooling", "rows", "dim"):
         table.add_column(col, no_wrap=col == "alias")
     for k in keys:
@@ -222,6 +250,14 @@ def capture(
     langs = sorted({r.lang for r in ds})
     console.print(f"{len(ds)} texts in {len(langs)} language(s) ({', '.join(langs)}), dataset {ds.fingerprint}, "
                   f"{time.perf_counter() - t0:.1f}s")
+
+
+def _interrupted(out: Path, command: str) -> None:
+    """Say what an interrupted capture kept and how to resume it; exit with status 130 (as after SIGINT)."""
+    say(f"\ninterrupted: the shards and chunks already committed to {out} are kept (`xlprobe store ls {out}` "
+        f"lists the complete shards); run the same command again to resume from the last committed chunk: "
+        f"{command}", err=True)
+    raise typer.Exit(130)
 
 
 def _warn_trained_books(model: str, ds: Dataset) -> None:
@@ -240,26 +276,29 @@ def _warn_trained_books(model: str, ds: Dataset) -> None:
 @app.command()
 def probe(
     run_dir: Path = typer.Argument(..., help="Activation store written by `xlprobe capture --out`."),
-    task: str = typer.Option("language", "--task", "-t", help="language, or a record label (testament, genre, book)."),
-    probe_name: str = typer.Option("linear", "--probe", help="linear | mlp"),
-    pooling: str = typer.Option("mean", "--pooling", "-p", help="Which shards to probe (tag shards are added)."),
+    task: str = typer.Option("language", "--task", "-t", help="language, or a record label of the data "
+                             "(bible: testament, genre, book, translation)."),
+    probe_name: str = choice("linear", "--probe", values=PROBE_NAMES, help="The classifier fitted per layer."),
+    pooling: str = choice("mean", "--pooling", "-p", values=POOLED, help="Which shards to probe (tag shards are "
+                          "added)."),
     by: Optional[str] = typer.Option(
         None, "--by", help="Fold unit, never split across folds: group (parallel verse), chapter, book or a label. "
         "Default: chapter when the task's label is constant within every book (genre, book, testament: "
         "neighbouring verses would leak across parallel-group folds), else group. Equal to the task is an "
         "error (no test class would be seen in training)."),
-    k: int = typer.Option(5, "--folds", "-k"),
+    k: int = typer.Option(5, "--folds", "-k", min=2, help="Cross-validation folds."),
     controls: str = typer.Option("majority,shuffled,control-task", "--controls", help="Comma-separated; '' for none."),
-    n_boot: int = typer.Option(1000, "--n-boot"),
-    seed: int = typer.Option(0, "--seed"),
+    n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples behind the intervals (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of folds, controls and resamples."),
     measures: Optional[str] = typer.Option(None, "--measures", help="Per-layer measures to add (comma-separated "
                                            "registry names; '' for none; default: separability, geometry, retrieval)."),
-    n_draws: int = typer.Option(5, "--n-draws", help="Draws of each random control (shuffled, control task)."),
+    n_draws: int = typer.Option(5, "--n-draws", min=1, help="Draws of each random control (shuffled, control task)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base checkpoint of the comparisons (e.g. lm)."),
     control: Optional[str] = typer.Option(None, "--control", help="Control checkpoint (e.g. lm-cont): every other "
                                           "checkpoint is compared with it too (beyond what the control changes)."),
-    correction: str = typer.Option("holm", "--correction", help="holm | bh | none, over layers."),
-    n_perm: int = typer.Option(10_000, "--n-perm", help="Sign flips of the paired permutation tests."),
+    correction: str = choice("holm", "--correction", values=CORRECTIONS, help="Multiple-testing correction over "
+                             "layers (holm: family-wise; bh: false discovery rate)."),
+    n_perm: int = typer.Option(10_000, "--n-perm", min=1, help="Sign flips of the paired permutation tests."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default: RUN_DIR)."),
 ) -> None:
     """Probe every captured layer (with its controls), compare the checkpoints, write results and comparisons."""
@@ -267,10 +306,11 @@ def probe(
 
     t0 = time.perf_counter()
     try:
-        df = probe_run(run_dir, task=task, probe=probe_name, pooling=pooling, by=by, k=k, n_boot=n_boot, seed=seed,
-                       controls=[c.strip() for c in controls.split(",") if c.strip()], out=out, n_draws=n_draws,
-                       measures=None if measures is None else [m.strip() for m in measures.split(",") if m.strip()],
-                       base=base, control=control, correction=correction, n_perm=n_perm)
+        with progress_lines("xlprobe.runs", "xlprobe.probe_suite", "xlprobe.probes.probing"):
+                df = probe_run(run_dir, task=task, probe=probe_name, pooling=pooling, by=by, k=k, n_boot=n_boot, seed=seed,
+                           controls=[c.strip() for c in controls.split(",") if c.strip()], out=out,
+                           n_draws=n_draws, base=base, control=control, correction=correction, n_perm=n_perm,
+                           measures=None if measures is None else [m.strip() for m in measures.split(",") if m.strip()])
     except XlprobeError as err:
         fail(err)
     title = (f"{task} probe ({probe_name}): accuracy ± half the 95% CI; controls: majority, shuffled labels, "
@@ -295,12 +335,14 @@ def finetune(
     data_spec: str = typer.Option(..., "--data", "-d", help="Data spec, e.g. bible:en,fr,de,ru."),
     label: str = typer.Option("genre", "--label", help="Record label to learn (genre, testament)."),
     train_lang: str = typer.Option("en", "--train-lang", help="The one language whose labels are seen."),
-    limit: Optional[int] = typer.Option(600, "--limit", "-n", help="Parallel groups (verses) to keep."),
+    limit: Optional[int] = typer.Option(600, "--limit", "-n", min=1, help="Parallel groups (verses) to keep."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (the spread is reported)."),
-    steps: int = typer.Option(200, "--steps"),
-    batch_size: int = typer.Option(16, "--batch-size", "-b"),
-    lr: float = typer.Option(5e-5, "--lr"),
-    device: str = typer.Option("cpu", "--device"),
+    steps: int = typer.Option(200, "--steps", min=1, help="AdamW updates per seed."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", min=1, help="Texts per training step."),
+    max_length: int = typer.Option(64, "--max-length", min=2, help="Tokens kept per text (special tokens "
+                                   "included); longer texts are truncated."),
+    lr: float = typer.Option(5e-5, "--lr", min=0.0, help="Learning rate (constant)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, auto."),
     heads: str = typer.Option("encoder-mean,decoder-eos", "--head", help="What the classifier reads (comma-"
                               "separated): encoder-mean (pooled encoder, XTREME), decoder-eos (the decoder's </s> "
                               "state, as MBartForSequenceClassification); encoder-decoders run both by default."),
@@ -321,6 +363,7 @@ def finetune(
     except ValueError:
         fail(ConfigError(f"--seeds must be comma-separated integers, got {seeds!r}", hint="e.g. --seeds 0,1,2"))
     frames = []
+    t0 = time.perf_counter()
     try:
         ds = load_data(data_spec, limit=limit, seed=0)
         for spec in models:
@@ -329,10 +372,12 @@ def finetune(
             # decoder-eos reads a decoder: an encoder-only checkpoint runs the encoder head alone
             own = [h for h in asked if h != "decoder-eos" or m.config.is_encoder_decoder] or asked
             for head in own:
-                console.print(f"fine-tuning {spec} ({head}): {len(seed_list)} seed(s) x {steps} steps ...")
-                frames.append(finetune_transfer(m, tok, ds, label=label, train_lang=train_lang, checkpoint=spec,
-                                                seeds=seed_list, steps=steps, batch_size=batch_size, lr=lr,
-                                                device=device, head=head, by=by))
+                say(f"fine-tuning {spec} ({head}): {len(seed_list)} seed(s) x {steps} steps ...", err=True)
+                with progress_lines("xlprobe.finetune", skip=("finetune seed ",)):
+                    frames.append(finetune_transfer(m, tok, ds, label=label, train_lang=train_lang,
+                                                    checkpoint=spec, seeds=seed_list, steps=steps,
+                                                    batch_size=batch_size, lr=lr, device=device, head=head, by=by,
+                                                    max_length=max_length))
             del m
         df = results_frame(pd.concat(frames, ignore_index=True))
         write_results(df, out, name="finetune")
@@ -351,25 +396,27 @@ def finetune(
     maj = df[(df.control == "majority") & df.seed.isna()]
     if not maj.empty:
         console.print(f"majority baseline: {maj.value.iloc[0]:.3f}")
-    console.print(f"{len(df)} rows -> {out / 'finetune.parquet'} and .csv")
+    console.print(f"{len(frames)} fine-tuning run(s) of {len(seed_list)} seed(s) x {steps} steps; {len(df)} rows -> "
+                  f"{out / 'finetune.parquet'} and .csv ({time.perf_counter() - t0:.1f}s)")
 
 
 @app.command()
 def similarity(
     run_dir: Path = typer.Argument(..., help="Activation store with two or more checkpoints on the same data."),
-    pooling: str = typer.Option("mean", "--pooling", "-p"),
-    kernel: str = typer.Option("linear", "--kernel", help="linear | rbf"),
-    biased: bool = typer.Option(False, "--biased", help="Biased HSIC (Kornblith et al. 2019) instead of the "
-                                "unbiased estimator (Song et al. 2012), whose floor is 0 at any d / n."),
+    pooling: str = choice("mean", "--pooling", "-p", values=POOLED, help="Which shards to compare."),
+    kernel: str = choice("linear", "--kernel", values=KERNELS, help="CKA kernel."),
+    biased: bool = flag("--biased", help="Biased HSIC (Kornblith et al. 2019) instead of the unbiased estimator "
+                        "(Song et al. 2012), whose floor is 0 at any d / n."),
     centring: str = typer.Option("pooled,language", "--centring", help="pooled, language (each language's mean "
                                  "removed on both sides), or both."),
-    n_half: int = typer.Option(100, "--n-half", help="Half-samples of parallel groups behind the intervals."),
-    n_null: int = typer.Option(20, "--n-null", help="Permutations of parallel groups behind the null."),
+    n_half: int = typer.Option(100, "--n-half", min=0, help="Half-samples of parallel groups behind the intervals."),
+    n_null: int = typer.Option(20, "--n-null", min=0, help="Permutations of parallel groups behind the null."),
     base: Optional[str] = typer.Option(None, "--base", help="Base checkpoint (e.g. lm)."),
     control: Optional[str] = typer.Option(None, "--control", help="Control checkpoint (e.g. lm-cont): each other "
                                           "checkpoint's CKA to the base is compared with the control's."),
-    correction: str = typer.Option("holm", "--correction", help="holm | bh | none, over layers."),
-    seed: int = typer.Option(0, "--seed"),
+    correction: str = choice("holm", "--correction", values=CORRECTIONS, help="Multiple-testing correction over "
+                             "layers."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the half-samples and permutations."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for similarity.parquet/.csv."),
 ) -> None:
     """Layer x layer CKA between every pair of captured checkpoints, with intervals, a null and role contrasts."""
@@ -403,7 +450,7 @@ def similarity(
 
 @app.command()
 def measures(
-    kind: Optional[str] = typer.Option(None, "--kind", help="labelled | unlabelled | paired | weights | table"),
+    kind: Optional[str] = choice(None, "--kind", values=MEASURE_KINDS, help="List only the measures of this kind."),
 ) -> None:
     """List the registered measures: name, kind, what a labelled one reads, direction and what each computes."""
     from xlprobe.registry import list_measures

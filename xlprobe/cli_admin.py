@@ -7,13 +7,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from xlprobe.cli_common import console, err_console, fail
+from xlprobe.cli_common import choice, console, err_console, fail, flag
 from xlprobe.errors import XlprobeError
 
 __all__ = ["store_app", "toy_app"]
 
-store_app = typer.Typer(no_args_is_help=True, help="Inspect and check activation stores.")
-toy_app = typer.Typer(no_args_is_help=True, help="The small mBART-style toy family trained here (lm, mt, lm-cont; mt-o2m, mt-m2o).")
+store_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect and check activation stores.")
+toy_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The small mBART-style toy family trained here (lm, mt, lm-cont; mt-o2m, mt-m2o).")
 
 
 @store_app.command("ls")
@@ -39,7 +39,7 @@ def store_ls(path: Path = typer.Argument(..., help="Activation store folder.")) 
 @store_app.command("verify")
 def store_verify(
     path: Path = typer.Argument(..., help="Activation store folder."),
-    repair: bool = typer.Option(False, "--repair", help="Drop damaged shards so the next capture rebuilds them."),
+    repair: bool = flag("--repair", help="Drop damaged shards so the next capture rebuilds them."),
 ) -> None:
     """Check every shard's size and checksum; exit 1 when something is wrong (and not repaired)."""
     from xlprobe.store import ActivationStore
@@ -61,13 +61,14 @@ def store_verify(
 @toy_app.command("train")
 def toy_train(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (reused to resume after a kill)."),
-    preset: str = typer.Option("full", "--preset", help="full (about 2 h on 2 cores) | quick (about a minute)."),
+    preset: str = choice("full", "--preset", values=("full", "quick"), help="full (about 2 h on 2 cores) or quick "
+                         "(about a minute)."),
     seed: int = typer.Option(0, "--seed"),
-    fresh: bool = typer.Option(False, "--fresh", help="Start over instead of resuming what OUT holds."),
+    fresh: bool = flag("--fresh", help="Start over instead of resuming what OUT holds."),
     stages: str = typer.Option("", "--stages", help="Comma-separated stages to train (default all: lm, mt, "
                                "lm-cont, mt-o2m, mt-m2o); a parent must be done or listed."),
-    from_shipped: bool = typer.Option(False, "--from-shipped", help="Seed OUT with the shipped lm (tokenizer, "
-                                      "weights, card numbers), so new stages continue the shipped family."),
+    from_shipped: bool = flag("--from-shipped", help="Seed OUT with the shipped lm (tokenizer, weights, card "
+                              "numbers), so new stages continue the shipped family."),
 ) -> None:
     """Train (or resume) the toy family: denoising lm, then mt, mt-o2m, mt-m2o and the lm-cont control from it."""
     import os

@@ -15,7 +15,9 @@ weights fingerprint appended (``MBartForConditionalGeneration@ccdb6862``), in bo
 """
 from __future__ import annotations
 
+import difflib
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +81,7 @@ def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, group
         raise ConfigError(f"measure(s) {bad} do not take one layer's activations",
                           hint="per-layer measures are of kind labelled or unlabelled (see `xlprobe measures`)")
     for layer, X in reps.items():
+        t0 = time.perf_counter()
         for sp in specs:
             base = dict(checkpoint=checkpoint, layer=layer, measure=sp.name, n=len(X), seed=seed)
             if sp.kind == "unlabelled":
@@ -105,6 +108,8 @@ def layer_measures(reps: dict[str, Any], y: np.ndarray, langs: np.ndarray, group
                     log.warning("%s %s: %s not computed: %s", checkpoint, layer, sp.name, err.message)
                     value, lo, hi = (float("nan"),) * 3
                 rows.append(make_row(value=value, ci_low=lo, ci_high=hi, task=row_task, control=control, **base))
+        if specs:
+            log.info("%s %s: %d measure(s) in %.1fs", checkpoint, layer, len(specs), time.perf_counter() - t0)
     return rows
 
 
@@ -136,9 +141,11 @@ def labels_for(data: Dataset, task: str) -> np.ndarray:
         return np.asarray([r.lang for r in data], dtype=object)
     missing = [r.id for r in data if task not in r.labels]
     if missing:
-        have = sorted({k for r in data for k in r.labels})
-        raise DataError(f"task {task!r} is not a label of {len(missing)} record(s) (first: {missing[:3]})",
-                        hint="tasks: language, " + ", ".join(have) if have else "this dataset has no labels")
+        have = ["language", *sorted({k for r in data for k in r.labels} - {"language", "lang"})]
+        close = difflib.get_close_matches(task, have, n=1, cutoff=0.6)
+        raise DataError(f"task {task!r} is not a label of {len(missing)} record(s) (first: {missing[:3]})"
+                        + (f"; did you mean {close[0]!r}?" if close else ""),
+                        hint="tasks of this dataset: " + ", ".join(have))
     return np.asarray([str(r.labels[task]) for r in data], dtype=object)
 
 
@@ -272,7 +279,11 @@ def probe_run(
     ctx = ProbeSuite(store=store, names=names, task=task, est=est, k=k, by=by, n_boot=n_boot, seed=seed,
                       controls=tuple(CONTROLS if controls is None else controls), n_draws=n_draws, measures=measures,
                       pooling=pooling)
+    log.info("probing %d checkpoint(s) on %d layer(s) for %s (%s probe, controls: %s), then %d measure(s) per layer",
+             len(checkpoints), len({k.point for k in keys}), task, probe, ", ".join(ctx.controls) or "none",
+             len(measures))
     frames = [ctx.probe_dataset(data_fp) for data_fp in dict.fromkeys(k.data for k in keys)]
+    log.info("comparing checkpoints: %d contrast(s)", len(triples))
     results = pd.concat(frames, ignore_index=True)
     results.attrs["fold_units"] = ctx.units
     results.attrs["fold_unit"] = next(iter(set(ctx.units.values()))) if len(set(ctx.units.values())) == 1 else "mixed"

@@ -165,29 +165,35 @@ def _plan_transfer(plan: SuitePlan, params: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------ the estimate (``--dry-run``)
 #: Seconds per unit of each step, measured on the development machine (2 CPU cores, no GPU) on the toy
-#: family: the finished run ``runs/toy-suite`` (provenance.json: 2400 records = 300 verses x 8 languages,
-#: 7 checkpoints, 37 pooled points = 6 x 5 + 7 for mlm, hidden 128, 2.45M parameters for lm) and timings
-#: of the single steps on the same store. Rough: linear in what each says, and as good as the machine.
+#: family: 7 checkpoints, 37 pooled points (6 x 5 + 7 for mlm), hidden 128, 2.45M parameters (lm); the
+#: finished run ``runs/toy-suite`` (2400 records = 300 verses x 8 languages, provenance.json), the same
+#: suite at 100 verses (800 records) and single steps timed on those stores. Rough: other jobs on the same
+#: cores slow every step several fold (threaded BLAS oversubscribed: the probe step at 2400 records ran
+#: past 10 min under a load of 4), so these are the rates of an idle machine.
 COSTS: dict[str, float] = {
     # capture: seconds per (record x million parameters), toy:mlm 1.88 s for 2400 records, 2.24M params
     # (toy:lm 1.12 s, 2.45M: its decoder is not run), plus loading each checkpoint (0.1-2 s on the toys)
     "capture_record_mparam": 3.5e-4, "load_checkpoint": 1.0,
-    # probe step: seconds per (record x pooled point), all checkpoints: 89.5 s / (2400 x 37), a linear
-    # probe with its controls and 5 extra measures, n_boot 1000
-    "probe_record_point": 1.0e-3,
+    # probe step, per pooled point of every checkpoint: a fixed part (bootstrap, half-sample intervals,
+    # paired comparisons) and a part per record; from 56.3 s at 800 records and 89.5 s at 2400 (37
+    # points, a linear probe with its controls and 5 extra measures, n_boot 1000)
+    "probe_point": 1.07, "probe_record_point": 5.6e-4,
     # similarity: seconds per (record x pair of points) over checkpoint pairs with themselves:
-    # 60.1 s / (2400 x 784); linear CKA is linear in the records
+    # 60.1 s / (2400 x 784) at 2400 records, 20.6 s at 800 (21.1 predicted): linear CKA is linear in records
     "cka_record_pointpair": 3.2e-5,
-    # weights: seconds per (checkpoint x million parameters), 8.0 s / (6 x 2.45M) incl. loading
+    # weights: seconds per (checkpoint x million parameters), 8.0 s / (6 x 2.45M) incl. loading (9.1 s
+    # at 800 records: it reads no data)
     "weights_checkpoint_mparam": 0.54,
-    # transfer: seconds per (record x pooled point), transfer_probe on the toy store: 13.2 s / (2400 x 37)
-    "transfer_record_point": 1.5e-4,
+    # transfer: per pooled point, 13.2 s for 37 points at 2400 records (transfer_probe on the toy store);
+    # the split into a fixed part (16 bootstraps a point) and a part per record is assumed, not measured
+    "transfer_point": 0.1, "transfer_record_point": 1.1e-4,
     # attribution: seconds per (record x quadrature node x million parameters) of one pair: 9.4 s for
-    # 240 records x (16 + 2) nodes x 2.45M parameters (lm -> mt, read at encoder.2)
+    # 240 records x (16 + 2) nodes x 2.45M parameters (lm -> mt, read at encoder.2); the toy suite's step
+    # at 144 records: 17.9 s and 13.8 s measured, 27.6 s predicted (loading included)
     "attribution_record_node_mparam": 8.9e-4,
     # figures: umap (AlignedUMAP, <= 100 verses, 3 layers; 80 s of the toy suite's 93 s incl. numba's
-    # compile), each other figure about 5 s
-    "figure_umap": 80.0, "figure_other": 5.0,
+    # compile), each other figure 1-2 s (layer_curves + cka_heatmap: 1.9 s)
+    "figure_umap": 80.0, "figure_other": 2.0,
     # every step: reading the store, folds, writing tables (the small test suites: 1-2 s a step)
     "step_overhead": 1.0,
 }
@@ -336,8 +342,8 @@ def estimate_suite(suite: Suite, plan: SuitePlan | None = None) -> SuiteEstimate
     sec["capture"] = need(sum(C["load_checkpoint"] + (n or 0) * sh.params / 1e6 * C["capture_record_mparam"]
                               for sh in known))
     for (task, probe), measures in plan.probes.items():
-        sec[f"probe-{task}-{probe}"] = need((n or 0) * points * C["probe_record_point"] * (1 + len(measures)) / 6
-                                            * (3 if probe == "mlp" else 1))
+        sec[f"probe-{task}-{probe}"] = need(points * (C["probe_point"] + (n or 0) * C["probe_record_point"])
+                                            * (1 + len(measures)) / 6 * (3 if probe == "mlp" else 1))
     if plan.cka:
         per = [sh.points for sh in known]
         pairs = (sum(per) ** 2 + sum(p * p for p in per)) / 2
@@ -348,7 +354,7 @@ def estimate_suite(suite: Suite, plan: SuitePlan | None = None) -> SuiteEstimate
     if plan.weights:
         sec["weights"] = need(sum(sh.params for sh in known) / 1e6 * C["weights_checkpoint_mparam"])
     for name in plan.transfer:
-        sec[name] = need((n or 0) * points * C["transfer_record_point"])
+        sec[name] = need(points * (C["transfer_point"] + (n or 0) * C["transfer_record_point"]))
     if plan.attribution:
         a, bsh = plan.attribution, shapes.get(base.label)
         items = min(a["max_items"], n or 0)

@@ -55,8 +55,9 @@ def test_a_contrast_finding_names_the_largest_change_with_its_interval_and_corre
 
 @pytest.mark.parametrize(("values", "ps", "verdict"), [
     ([0.1, 0.2], [0.01, 0.01], "agrees"), ([-0.1, -0.2], [0.01, 0.01], "disagrees"),
-    ([0.1, -0.2], [0.01, 0.01], "mixed"), ([0.1, 0.2], [0.01, 0.3], "inconclusive"), ([], [], "not measured")])
-def test_a_claim_needs_every_mt_contrast_significant_in_one_direction(values, ps, verdict):
+    ([0.1, -0.2], [0.01, 0.01], "mixed"), ([0.1, 0.2], [0.01, 0.3], "inconclusive"), ([], [], "not measured"),
+    ([-0.1, -0.2, 0.05], [0.01, 0.01, 0.4], "disagrees"), ([0.1, 0.2, 0.05], [0.01, 0.3, 0.4], "inconclusive")])
+def test_a_claim_needs_most_mt_contrasts_significant_in_one_direction_and_none_against(values, ps, verdict):
     rows = pd.DataFrame({"value": values, "p_adjusted": ps}, dtype=float)
     assert claim_verdict(rows, +1) == verdict
 

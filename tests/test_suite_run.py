@@ -98,7 +98,7 @@ def test_the_estimate_scales_with_the_data_and_loads_no_model(monkeypatch):
 
 
 def test_the_gap_per_group_averages_to_the_mean_gap_over_languages():
-    from xlprobe.suite_run import _gap_per_group
+    from xlprobe.suite_steps import gap_per_group as _gap_per_group
 
     langs = np.array(["en", "fr", "de"] * 4)
     groups = np.repeat(["g1", "g2", "g3", "g4"], 3)
@@ -153,6 +153,10 @@ def test_a_suite_runs_once_resumes_and_gives_the_same_results(tmp_path):
                                "umap.png", "umap.svg", "weight_bars.png", "weight_bars.svg"]
     assert prov["figures_pending"] == []
     assert (tmp_path / "figures" / "umap.png").stat().st_size > 10_000
+    page, md = (tmp_path / "report.html").read_text(), (tmp_path / "report.md").read_text()
+    for call in suite.measures:  # the report holds every measure of its suite
+        assert call.name in page and call.name in md
+    assert page.count("data:image/png;base64,") == 4 and set(prov["versions"]) >= {"torch", "transformers"}
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "steps").glob("*/done.json")}
     again = run_suite(suite, tmp_path)  # nothing recomputed
     assert {p: p.stat().st_mtime_ns for p in done} == done

@@ -19,8 +19,9 @@ more output separable   ``retrieval.p_at_1``                        P@1(MT) - P@
 well the encoder tells each sentence apart from the others, across languages: translation retrieval
 (a sentence's nearest neighbour in another language is its translation). Language separability (kNN)
 is shown beside it as evidence, not used for the verdict. The verdict is ``agrees`` / ``disagrees``
-when every MT checkpoint's contrast is significant (corrected p < 0.05) in one direction, ``mixed``
-when they split, ``inconclusive`` otherwise, and ``not measured`` when the rows are missing.
+when most MT checkpoints' contrasts are significant (corrected p < 0.05) in one direction and none in
+the other, ``mixed`` when they split, ``inconclusive`` otherwise, and ``not measured`` when the rows
+are missing.
 """
 from __future__ import annotations
 
@@ -60,16 +61,22 @@ def _top_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def claim_verdict(rows: pd.DataFrame, sign: int) -> str:
-    """agrees / disagrees / mixed / inconclusive from one contrast row per MT checkpoint."""
+    """agrees / disagrees / mixed / inconclusive from one contrast row per MT checkpoint.
+
+    agrees: most MT checkpoints' contrasts significant in the paper's direction and none against;
+    disagrees: most significant against it and none for it; mixed: significant both ways.
+    """
     if rows.empty:
         return "not measured"
     sig = rows.p_adjusted < ALPHA
     ups, downs = int((sig & (rows.value * sign > 0)).sum()), int((sig & (rows.value * sign < 0)).sum())
-    if ups == len(rows):
+    if ups and downs:
+        return "mixed"
+    if ups > len(rows) / 2:
         return "agrees"
-    if downs == len(rows):
+    if downs > len(rows) / 2:
         return "disagrees"
-    return "mixed" if ups and downs else "inconclusive"
+    return "inconclusive"
 
 
 def _contrast_rows(comparisons: pd.DataFrame, measure: str, contrast: str, mt: Sequence[str], control: str | None,

@@ -27,6 +27,7 @@ from xlprobe.cli_common import (
     quiet_model_loading,
     say,
 )
+from xlprobe.cli_study import compare_command, demo_command, report_command
 from xlprobe.cli_suite import run_command
 from xlprobe.cli_tables import comparison_table, difference_table, probe_table
 from xlprobe.cli_weights import weights_command
@@ -48,6 +49,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 app.add_typer(store_app, name="store")
 app.command("weights")(weights_command)
 app.command("run")(run_command)
+app.command("demo")(demo_command)
+app.command("compare")(compare_command)
+app.command("report")(report_command)
 app.add_typer(toy_app, name="toy")
 
 def _setup_logging(verbose: bool) -> None:

@@ -25,15 +25,10 @@ COMPARE_MEASURES = ("probe.linear", "separability.knn", "retrieval.p_at_1", "cka
 
 
 def _run_and_report(suite: Any, out: Path) -> tuple[Any, Path]:
-    """run_suite, then the report when the run did not write it; the results and the report's path."""
-    from xlprobe.report import write_report
+    """run_suite with its progress bar (it writes the report last); the results and the report's path."""
     from xlprobe.suite_run import run_suite
 
-    results = run_suite(suite, out)
-    page = out / "report.html"
-    if not page.is_file() or page.stat().st_mtime < (out / "provenance.json").stat().st_mtime:
-        page, _ = write_report(out)
-    return results, page
+    return run_suite(suite, out, progress=True), out / "report.html"
 
 
 def demo_command(

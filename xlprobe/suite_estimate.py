@@ -44,9 +44,12 @@ COSTS: dict[str, float] = {
     # 240 records x (16 + 2) nodes x 2.45M parameters (lm -> mt, read at encoder.2); the toy suite's step
     # at 144 records: 17.9 s and 13.8 s measured, 27.6 s predicted (loading included)
     "attribution_record_node_mparam": 8.9e-4,
-    # figures: umap (AlignedUMAP, <= 100 verses, 3 layers; 80 s of the toy suite's 93 s incl. numba's
-    # compile), each other figure 1-2 s (layer_curves + cka_heatmap: 1.9 s)
-    "figure_umap": 80.0, "figure_other": 2.0,
+    # figures: umap (AlignedUMAP, <= 100 verses, 3 layers, 100 epochs: 17 s of numba's compile + 3 x 16.5 s
+    # for 7 checkpoints; 62 s of the demo's 67 s), each other figure 0.4-1.2 s (timed one by one)
+    "figure_umap": 62.0, "figure_other": 1.5,
+    # similarity-references: seconds per (record x pooled point of the other checkpoints) per reference,
+    # half-sampled paired contrasts: 4.5 s for 1600 records x 30 points (the demo)
+    "reference_record_point": 9.4e-5,
     # every step: reading the store, folds, writing tables (the small test suites: 1-2 s a step)
     "step_overhead": 1.0,
 }
@@ -201,6 +204,8 @@ def estimate_suite(suite: Suite, plan: SuitePlan | None = None) -> SuiteEstimate
         per = [sh.points for sh in known]
         pairs = (sum(per) ** 2 + sum(p * p for p in per)) / 2
         sec["similarity"] = need((n or 0) * pairs * C["cka_record_pointpair"])
+    if plan.references:
+        sec["similarity-references"] = need(len(plan.references) * (n or 0) * points * C["reference_record_point"])
     base = suite.role("base") or suite.checkpoints[0]
     same = [c for c in suite.checkpoints if c is not base and not c.model.startswith("random-init")
             and shapes.get(c.label) and shapes.get(base.label) and shapes[c.label].arch == shapes[base.label].arch]

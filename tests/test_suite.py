@@ -70,6 +70,8 @@ def _error(text: str) -> ConfigError:
      "takes no parameter", "n_steps, max_items"),
     ("  - transfer.gap: {task: book, train_lang: en}", "  - attribution.path", "s.yaml:16: measures[2].attribution.path:",
      "needs a task", "transfer.gap with a task"),
+    ("  - separability.knn", "  - separability.knn: {k: 5}", "s.yaml:15: measures[1].separability.knn.k:",
+     "would be ignored", "register a variant"),
     ("n_boot: 500", "n_boot: many", "s.yaml:19: n_boot:", "valid integer", ""),
     ("pooling: mean", "pooling: avg", "s.yaml:12: pooling:", "Input should be", "'mean'"),
     ("languages: [en, fr, de, ru]", "languages: []", "s.yaml:8: data.languages:", "at least 1", ""),

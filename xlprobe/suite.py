@@ -280,6 +280,11 @@ def _check_measures(suite: Suite, file: str, lines: dict) -> None:
             if key not in keywords and not takes_any:
                 raise _fail(file, lines, (*loc, key), f"{call.name} takes no parameter {key!r}",
                             "its parameters: " + (", ".join(keywords) or "none"))
+            if spec.kind != "table" and key != "task":  # per-layer, CKA and weights steps use the defaults
+                raise _fail(file, lines, (*loc, key), f"{call.name}: a suite runs it with its registered "
+                            f"defaults, so {key}={call.params[key]!r} would be ignored",
+                            f"register a variant that fixes it (register_measure('{call.name}.custom', ..., "
+                            f"{key}=...), as cka.rbf fixes kernel) and name that here; only task: is read")
         _check_table_call(call, suite, file, lines, loc)
 
 

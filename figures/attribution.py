@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from xlprobe.errors import DataError
-from xlprobe.figures.paired import _check_columns
+from xlprobe.figures.common import check_columns
 
 __all__ = ["attribution_bars", "top_groups"]
 
@@ -93,7 +93,7 @@ def attribution_bars(rows: pd.DataFrame, top: int = 12, *, order: Sequence[str] 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    _check_columns(rows, NEEDED, "attribution table",
+    check_columns(rows, NEEDED, "attribution table",
                    "pass the rows of ParameterPathAttribution.attribute (measure attribution.path)")
     rows = rows[rows.measure == "attribution.path"]
     if rows.empty:

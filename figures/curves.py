@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from xlprobe.errors import DataError
+from xlprobe.figures.common import finish_figure, legend_handles
 
 __all__ = ["layer_curves", "layer_order", "OKABE_ITO"]
 
@@ -117,11 +118,4 @@ def layer_curves(results: pd.DataFrame, measures: str | Sequence[str], *, base: 
         ax.grid(alpha=0.3)
     for row in grid:
         row[0].set_ylabel("value (95 % interval band)")
-    legend: dict[str, object] = {}
-    for ax in axes[0]:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, h)
-    fig.legend(list(legend.values()), list(legend), loc="outside right center", fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return fig
+    return finish_figure(fig, legend_handles(axes[0]), title)

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from xlprobe.errors import DataError
+from xlprobe.figures.common import check_columns, finish_figure, legend_handles
 from xlprobe.figures.curves import OKABE_ITO, layer_order
 
 __all__ = ["paired_differences", "checkpoint_colours", "NEEDED"]
@@ -36,13 +37,6 @@ def checkpoint_colours(names: Sequence[str], order: Sequence[str] | None = None)
     known = [c for c in dict.fromkeys([*(order or ()), *names]) if not c.startswith("random-init")]
     colour = {c: OKABE_ITO[i % 6] for i, c in enumerate(known)}  # blue .. sky blue: all legible on white
     return {c: colour.get(c, "#555555") for c in names}  # grey: a floor, not a model
-
-
-def _check_columns(table: pd.DataFrame, needed: Sequence[str], what: str, hint: str) -> None:
-    """DataError naming the columns a table lacks."""
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise DataError(f"the {what} lacks column(s) {missing}", hint=hint)
 
 
 def _panel_rows(rows: pd.DataFrame, contrast: str, measure: str, centring: str) -> pd.DataFrame:
@@ -111,7 +105,7 @@ def paired_differences(comparisons: pd.DataFrame, measures: str | Sequence[str] 
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    _check_columns(comparisons, NEEDED, "comparisons table",
+    check_columns(comparisons, NEEDED, "comparisons table",
                    "pass comparisons.parquet of a run (paired differences with p_adjusted), not results.parquet")
     if not 0 < alpha < 1:
         raise DataError(f"alpha must be in (0, 1); got {alpha}")
@@ -167,19 +161,13 @@ def paired_differences(comparisons: pd.DataFrame, measures: str | Sequence[str] 
         ax.grid(alpha=0.3)
     for row in grid:
         row[0].set_ylabel("difference (95 % interval)", fontsize=9)
-    handles: dict[str, Any] = {}
-    for ax in axes[:len(panels)]:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, h)
+    handles = legend_handles(axes[:len(panels)])
     correction = _correction_text(pd.concat([r for *_, r in panels]))
     handles[f"p_adjusted < {alpha:g}"] = Line2D([], [], ls="", marker="o", color="#444444", markersize=6)
     handles[f"p_adjusted \u2265 {alpha:g}"] = Line2D([], [], ls="", marker="o", markerfacecolor="white",
                                                      markeredgecolor="#444444", markersize=6)
-    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False,
-               title="filled: significant\n" + "\n".join(_wrap(correction, 24)), title_fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return fig
+    return finish_figure(fig, handles, title, title="filled: significant\n" + "\n".join(_wrap(correction, 24)),
+                         title_fontsize=8)
 
 
 def _wrap(text: str, width: int) -> list[str]:

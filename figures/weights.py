@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from xlprobe.errors import DataError
+from xlprobe.figures.common import check_columns, finish_figure, legend_handles
 from xlprobe.figures.curves import layer_order
-from xlprobe.figures.paired import _check_columns, checkpoint_colours
+from xlprobe.figures.paired import checkpoint_colours
 
 __all__ = ["weight_bars", "weight_spectra", "pool_weights", "MODULE_ORDER"]
 
@@ -48,7 +49,7 @@ def pool_weights(rows: pd.DataFrame, by: str, measure: str = "weights.rel_change
     ``weights.rel_change`` with ``norm_a`` / ``norm_delta``: sqrt(sum ||Delta||^2) / sqrt(sum ||W||^2)
     (as ``aggregate_weights``); a table with one row per group already: its values; otherwise the mean.
     """
-    _check_columns(rows, ("checkpoint", "measure", "value", by), "weights table",
+    check_columns(rows, ("checkpoint", "measure", "value", by), "weights table",
                    f"pass the rows of compare_weights (per tensor) or a table pooled per {by!r}")
     sel = rows[rows.measure == measure]
     if sel.empty:
@@ -153,7 +154,7 @@ def _spectra_table(spectra: pd.DataFrame | Mapping[str, pd.DataFrame]) -> pd.Dat
         if not spectra:
             raise DataError("no spectra to draw", hint="pass {checkpoint: weight_spectra(base, model)}")
         spectra = pd.concat([t.assign(checkpoint=c) for c, t in spectra.items()], ignore_index=True)
-    _check_columns(spectra, ("checkpoint", "param", "which", "index", "sigma"), "spectra table",
+    check_columns(spectra, ("checkpoint", "param", "which", "index", "sigma"), "spectra table",
                    "pass weight_spectra(base, model) per checkpoint, as {checkpoint: table} or concatenated "
                    "with a checkpoint column")
     return spectra
@@ -237,11 +238,4 @@ def weight_spectra(spectra: pd.DataFrame | Mapping[str, pd.DataFrame], params: S
             if i == len(which) - 1:
                 ax.set_xlabel("singular value index", fontsize=8)
         grid[i, 0].set_ylabel("\u03c3 of W" if w == "b" else "\u03c3 of \u0394 = W \u2212 W_ref", fontsize=9)
-    handles: dict[str, Any] = {}
-    for ax in grid.ravel():
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, h)
-    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return fig
+    return finish_figure(fig, legend_handles(grid.ravel()), title)

@@ -9,7 +9,9 @@ language then sees exactly the same verses, so the per-language accuracies diffe
 Rows per (checkpoint, layer): ``transfer.accuracy`` per test language (``lang``), the same-language
 accuracy included, and ``transfer.gap`` = accuracy(train_lang) - accuracy(lang) per other language, each
 with a cluster-bootstrap interval over groups (the gap's interval pairs the two languages' items of the
-same groups). A majority-baseline row per layer (control ``majority``) gives the floor.
+same groups). A majority-baseline row per layer (control ``majority``) gives the floor; every accuracy
+row carries ``chance``, 1 / classes, a uniform guess's accuracy: on balanced classes the majority row
+falls below it (each training fold's majority class is the one its test fold has least of).
 
 Both names are registered as rows of a ``table`` producer, :func:`transfer_probe`: they read labels and
 languages together, which no single call shape of the registry carries.
@@ -143,6 +145,7 @@ def transfer_probe(
         if scores is not None:
             scores[c, layer] = np.where(tested, correct.astype(np.float64), np.nan)
         base = dict(checkpoint=c, layer=layer, task=task, seed=seed)
+        chance = 1.0 / np.unique(y).size
         per_lang = {}
         for lang in test_langs:
             m = tested & (lg == lang)
@@ -151,16 +154,17 @@ def transfer_probe(
             per_lang[lang] = m
             v, lo, hi = accuracy_interval(correct[m], gcodes[m], n_boot, ci, seed)
             rows.append(make_row(measure="transfer.accuracy", value=v, ci_low=lo, ci_high=hi, n=int(m.sum()),
-                                 lang=lang, probe=name, train_lang=train_lang, center=center, **base))
+                                 lang=lang, probe=name, train_lang=train_lang, center=center, chance=chance, **base))
         m_all = tested
         v, lo, hi = accuracy_interval((majority == y)[m_all], gcodes[m_all], n_boot, ci, seed)
         rows.append(make_row(measure="transfer.accuracy", value=v, ci_low=lo, ci_high=hi, n=int(m_all.sum()),
-                             control="majority", probe=name, train_lang=train_lang, center=center, **base))
+                             control="majority", probe=name, train_lang=train_lang, center=center, chance=chance,
+                             **base))
         src = per_lang[train_lang]
         for lang, m in per_lang.items():
             if lang == train_lang:
                 continue
             v, lo, hi = _gap_interval(correct[src], correct[m], np.r_[gcodes[src], gcodes[m]], n_boot, ci, seed)
             rows.append(make_row(measure="transfer.gap", value=v, ci_low=lo, ci_high=hi, n=int(m.sum()),
-                                 lang=lang, probe=name, train_lang=train_lang, center=center, **base))
+                                 lang=lang, probe=name, train_lang=train_lang, center=center, chance=chance, **base))
     return results_frame(rows)

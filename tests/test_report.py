@@ -103,6 +103,16 @@ def test_controls_sit_beside_each_checkpoints_value():
     assert table.loc["mt", "shuffled"] == "0.120 [0.110, 0.130]"
 
 
+def test_a_measure_with_a_row_per_language_gets_a_column_per_language():
+    res = results_frame([dict(checkpoint=c, layer="encoder.1", measure="transfer.accuracy", value=v, n=10, lang=lg)
+                         for c in ("lm", "mt") for lg, v in (("en", 0.9), ("fr", 0.6))]
+                        + [dict(checkpoint=c, layer="encoder.1", measure="transfer.accuracy", value=0.24, n=20,
+                                control="majority", chance=1 / 3) for c in ("lm", "mt")])
+    table = controls_table(res, "transfer.accuracy", "encoder.1")
+    assert list(table.columns) == ["en", "fr", "majority", "chance"] and table.loc["mt", "fr"] == "0.60"
+    assert table.loc["lm", "chance"] == "0.33"
+
+
 def test_weight_findings_leave_out_biases_and_name_the_move_beyond_the_control():
     def row(c, module, param, v):
         return dict(checkpoint=c, layer="encoder.0", measure="weights.rel_change", value=v, n=4, ref_checkpoint="lm",

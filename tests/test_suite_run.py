@@ -139,6 +139,20 @@ def test_transfer_and_attribution_rows_with_paired_contrasts_of_the_mean_gap(tmp
     assert (tmp_path / "steps" / "attribution" / "done.json").is_file()
 
 
+def test_balance_draws_the_groups_class_by_class_up_to_the_rarest_class():
+    from collections import Counter
+
+    from xlprobe.suite_plan import suite_data
+
+    suite = parse_suite(SUITE.replace("size: 24}", "size: 24, balance: book}"))
+    data = suite_data(suite)
+    books = Counter(r.labels["book"] for r in data if r.lang == "en")
+    assert len(books) == 2 and set(books.values()) == {12} and len(data) == 48
+    suite = parse_suite(SUITE.replace("size: 24}", "size: 400, balance: book}"))  # Jonah has 48 verses
+    assert set(Counter(r.labels["book"] for r in suite_data(suite) if r.lang == "en").values()) == {48}
+    assert "balanced by book" in plan_suite(suite).lines()[0]
+
+
 @pytest.mark.slow
 def test_a_suite_runs_once_resumes_and_gives_the_same_results(tmp_path):
     suite = parse_suite(SUITE)

@@ -98,20 +98,29 @@ def contrast_finding(comparisons: pd.DataFrame, measure: str, contrast: str | No
 
 
 def controls_table(results: pd.DataFrame, measure: str, layer: str) -> pd.DataFrame:
-    """At one layer: each checkpoint's value [interval] beside its control rows' (shuffled labels, random-init...)."""
+    """At one layer: each checkpoint's value [interval] beside its control rows' (shuffled labels, random-init...).
+
+    A measure with a row per language (transfer) gets a column per language instead of one value.
+    """
     rows = results[(results.measure == measure) & (results.layer == layer)]
     if rows.empty:
         return pd.DataFrame()
     if "task" in rows and rows.task.notna().any():
         rows = rows[rows.task.isna() | (rows.task == rows.task.dropna().iloc[0])]
-    control = rows.control.fillna("(result)") if "control" in rows else pd.Series("(result)", index=rows.index)
-    cells = rows.assign(kind=control, cell=[fmt_interval(r) for _, r in rows.iterrows()])
+    control = rows.control.fillna("") if "control" in rows else pd.Series("", index=rows.index)
+    per_lang = "lang" in rows and rows[control == ""].lang.nunique() > 1
+    kind = [c or (str(lg) if per_lang else measure)
+            for c, lg in zip(control, rows.lang if per_lang else [""] * len(rows))]
+    digits = 2 if per_lang else 3
+    cells = rows.assign(kind=kind, cell=[fmt_interval(r, digits=digits) for _, r in rows.iterrows()])
     cells = cells.drop_duplicates(["checkpoint", "kind"])
     table = cells.pivot(index="checkpoint", columns="kind", values="cell")
-    order = ["(result)"] + sorted(c for c in table.columns if c != "(result)")
-    table = table[[c for c in order if c in table.columns]]
-    table = table.reindex(list(dict.fromkeys(rows.checkpoint)))
-    table = table.rename(columns={"(result)": measure}).fillna("")
+    main = [k for k, c in dict.fromkeys(zip(kind, control)) if not c]
+    table = table[main + sorted(c for c in table.columns if c not in main)]
+    table = table.reindex(list(dict.fromkeys(rows.checkpoint))).fillna("")
+    if "chance" in rows and rows.chance.notna().any():  # a uniform guess's value, beside the learned controls
+        table["chance"] = rows.groupby("checkpoint").chance.first().reindex(table.index).map(
+            lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
     table.columns.name = None
     return table
 

@@ -76,13 +76,19 @@ class CheckpointSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    """The data: a corpus scheme, its languages, books (Bible), size (parallel groups) and split."""
+    """The data: a corpus scheme, its languages, books (Bible), size (parallel groups) and split.
+
+    ``balance: book`` draws the parallel groups class by class (``size`` split equally between the
+    label's classes, at most the rarest class's count each), so that a task on that label (transfer)
+    has chance as its majority baseline; otherwise ``size`` groups are sampled in proportion.
+    """
 
     corpus: str = Field(min_length=1)
     languages: list[str] = Field(min_length=1)
     books: list[str] | None = None
     size: int | None = Field(default=None, ge=1)
     split: Literal["heldout", "train", "all"] = "heldout"
+    balance: str | None = None  # a record label: size groups split equally between its classes
 
 
 class MeasureCall(_Strict):

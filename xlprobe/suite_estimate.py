@@ -164,12 +164,12 @@ class SuiteEstimate:
 
 def _records(suite: Suite, plan: SuitePlan) -> int | None:
     """Records the run will capture: verses x languages when the size is given, else the data counted."""
-    if plan.limit:
+    if plan.limit and not suite.data.balance:
         return plan.limit * len(suite.data.languages)
     try:
-        from xlprobe.tasks import load_data
+        from xlprobe.suite_plan import suite_data
 
-        return len(load_data(plan.data, seed=suite.seeds[0]))
+        return len(suite_data(suite))
     except Exception as err:  # noqa: BLE001
         log.info("estimate: cannot count the records of %s (%s)", plan.data, err)
         return None

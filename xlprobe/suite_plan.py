@@ -14,7 +14,7 @@ from typing import Any
 from xlprobe.errors import ConfigError
 from xlprobe.suite import Suite
 
-__all__ = ["SuitePlan", "plan_suite", "data_spec", "ATTRIBUTION_DEFAULTS"]
+__all__ = ["SuitePlan", "plan_suite", "data_spec", "suite_data", "ATTRIBUTION_DEFAULTS"]
 
 _PROBES = {"probe.linear": "linear", "probe.mlp": "mlp"}
 _TRANSFER = ("transfer.gap", "transfer.accuracy")
@@ -31,6 +31,7 @@ class SuitePlan:
 
     data: str
     limit: int | None
+    balance: str | None = None
     probes: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (task, probe) -> extra measures
     cka: list[str] = field(default_factory=list)
     weights: list[str] = field(default_factory=list)
@@ -53,7 +54,8 @@ class SuitePlan:
 
     def lines(self) -> list[str]:
         """The plan, one step per line (``xlprobe run --dry-run`` prints it)."""
-        out = [f"data: {self.data}" + (f" (limit {self.limit} verses)" if self.limit else "")]
+        out = [f"data: {self.data}" + (f" (limit {self.limit} verses)" if self.limit else "")
+               + (f", balanced by {self.balance}" if self.balance else "")]
         out += [f"probe {p} on {t}" + (f" with {', '.join(m)}" if m else "") for (t, p), m in self.probes.items()]
         out += [f"similarity: {', '.join(self.cka)}"] if self.cka else []
         out += [f"CKA to each reference's top layer ({', '.join(self.references)}), each checkpoint minus "
@@ -78,11 +80,29 @@ def data_spec(suite: Suite) -> str:
     return spec + (f"?books={','.join(d.books)}" if d.books else "")
 
 
+def suite_data(suite: Suite) -> Any:
+    """The suite's records: ``size`` parallel groups, sampled in proportion or, with ``balance``, class by class."""
+    from xlprobe.tasks import load_data
+    from xlprobe.tasks.sampling import balanced_groups
+
+    d, seed = suite.data, suite.seeds[0]
+    if not d.balance:
+        return load_data(data_spec(suite), limit=d.size, seed=seed)
+    ds = load_data(data_spec(suite), seed=seed)
+    counts: dict[str, set[str]] = {}
+    for r in ds:
+        counts.setdefault(str(r.labels.get(d.balance)), set()).add(str(r.group))
+    rarest = min(len(g) for g in counts.values())
+    per_class = min(rarest, d.size // len(counts)) if d.size else rarest
+    return balanced_groups(ds, d.balance, per_class=max(per_class, 1), seed=seed)
+
+
 def plan_suite(suite: Suite) -> SuitePlan:
     """Sort the suite's measures into the steps that compute them."""
     from xlprobe.registry import get_measure
 
-    plan = SuitePlan(data=data_spec(suite), limit=suite.data.size, figures=list(suite.figures))
+    plan = SuitePlan(data=data_spec(suite), limit=suite.data.size, balance=suite.data.balance,
+                     figures=list(suite.figures))
     extra: list[tuple[str, str]] = []
     for call in suite.measures:
         base = next((p for p in _PROBES if call.name == p or call.name.startswith(p + ".")), None)

@@ -48,7 +48,7 @@ import pandas as pd
 
 from xlprobe.suite import Suite
 from xlprobe.suite_estimate import COSTS, CheckpointShape, SuiteEstimate, checkpoint_shape, estimate_suite
-from xlprobe.suite_plan import ATTRIBUTION_DEFAULTS, SuitePlan, data_spec, plan_suite
+from xlprobe.suite_plan import ATTRIBUTION_DEFAULTS, SuitePlan, data_spec, plan_suite, suite_data
 from xlprobe.suite_steps import attribution_step, capture_checkpoints, transfer_step, weights_step
 
 __all__ = ["SuitePlan", "plan_suite", "run_suite", "data_spec", "SuiteEstimate", "estimate_suite", "COSTS",
@@ -141,12 +141,11 @@ def run_suite(suite: Suite, out: str | Path, *, progress: bool = False) -> pd.Da
     from xlprobe.runs import probe_run
     from xlprobe.similarity import similarity_run
     from xlprobe.suite_figures import draw_figures
-    from xlprobe.tasks import load_data
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_suite(suite)
-    ds = load_data(plan.data, limit=plan.limit, seed=suite.seeds[0])
+    ds = suite_data(suite)
     prog = _Progress(len(suite.checkpoints) + len(plan.steps()) + 1, progress)
     try:
         timings: dict[str, Any] = {"capture": capture_checkpoints(suite, out, ds, prog)}

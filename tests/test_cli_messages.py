@@ -213,12 +213,3 @@ def test_an_uncached_hub_id_fails_at_once_offline_and_without_network(monkeypatc
     assert res.exit_code == 2 and "cannot be reached" in res.output and "Retrying" not in res.output
     assert res.output.count("error:") == 1
 
-
-def test_readme_from_python_snippet_runs_as_written(tmp_path, monkeypatch):
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## From Python", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    monkeypatch.chdir(tmp_path)
-    scope: dict = {}
-    exec(compile(code.replace("limit=200", "limit=20"), "README From Python", "exec"), scope)
-    assert scope["acts"]["encoder.1"].shape == (60, 32) and scope["X"].shape[0] == 60

@@ -6,7 +6,7 @@ import typing
 import pytest
 
 from xlprobe.errors import ConfigError
-from xlprobe.suite import FIGURES, Suite, load_suite, parse_suite
+from xlprobe.suite import FIGURES, Suite, load_suite, parse_suite, unavailable_checkpoints
 
 GOOD = """\
 name: toy
@@ -92,6 +92,19 @@ def test_each_malformed_suite_names_file_line_key_and_fix(old, new, where, words
     err = _error(GOOD.replace(old, new, 1))
     assert str(err).startswith(where), str(err)
     assert words in str(err) and hint in (err.hint or ""), (str(err), err.hint)
+
+
+def test_a_checkpoint_not_here_to_load_is_refused_at_its_line_before_anything_loads(tmp_path, monkeypatch):
+    import xlprobe.loading
+
+    monkeypatch.setattr(xlprobe.loading, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    file = tmp_path / "s.yaml"
+    file.write_text(GOOD.replace("  - toy:mt\n", f"  - {tmp_path / 'no-such-model'}\n"))
+    assert load_suite(file).checkpoints[1].model.endswith("no-such-model")  # syntax only: fine
+    with pytest.raises(ConfigError, match=r"s.yaml:4: checkpoints\[1\]: model folder .* does not exist") as err:
+        load_suite(file, check_models=True)
+    assert "save_pretrained" in err.value.hint
+    assert [i for i, *_ in unavailable_checkpoints(load_suite(file))] == [1]
 
 
 def test_yaml_syntax_errors_and_non_mappings_name_the_line(tmp_path):

@@ -78,13 +78,16 @@ def compare_command(
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap draws behind every interval."),
 ) -> None:
     """Compare two checkpoints without a YAML: probes with controls, separability, retrieval, CKA, weights, report."""
-    from xlprobe.suite import parse_suite
+    from xlprobe.errors import ModelNotFoundError
+    from xlprobe.suite import parse_suite, unavailable_checkpoints
 
     try:
         text = compare_suite_text(a, b, data=data, languages=[x for x in languages.split(",") if x],
                                   books=[x for x in books.split(",") if x] or None, size=size,
                                   layers=layers, control=control, n_boot=n_boot)
         suite = parse_suite(text, file="<xlprobe compare>")
+        for i, message, hint in unavailable_checkpoints(suite)[:1]:
+            raise ModelNotFoundError(f"{suite.checkpoints[i].model}: {message}", hint=hint)
         out = out or Path("runs") / ("compare-" + "-".join(_slug(s) for s in (a, b)))
         results, page = _run_and_report(suite, out)
     except XlprobeError as err:

@@ -18,11 +18,11 @@ def run_command(
                                  "time; load no model."),
 ) -> None:
     """Validate a suite, capture every checkpoint once, compute every measure; results.parquet in --out."""
-    from xlprobe.suite import load_suite
+    from xlprobe.suite import load_suite, unavailable_checkpoints
     from xlprobe.suite_run import estimate_suite, plan_suite, run_suite
 
     try:
-        suite = load_suite(suite_file)
+        suite = load_suite(suite_file, check_models=not dry_run)  # a run refuses a model not here, before any loads
         plan = plan_suite(suite)
         console.print(f"suite {suite.name!r}: {len(suite.checkpoints)} checkpoint(s): "
                       + ", ".join(c.label + (f" ({c.role})" if c.role else "") for c in suite.checkpoints))
@@ -32,6 +32,8 @@ def run_command(
             console.print("estimate (from configs; no model loaded):")
             for line in estimate_suite(suite, plan).lines():
                 console.print(f"  {line}", highlight=False)
+            for i, message, _ in unavailable_checkpoints(suite):
+                console.print(f"  not here to load: {suite.checkpoints[i].label}: {message}", highlight=False)
             return
         if out is None:
             raise typer.BadParameter("give --out DIR (or --dry-run)")

@@ -25,7 +25,7 @@ import torch
 
 from xlprobe.errors import ConfigError, ModelNotFoundError
 
-__all__ = ["load_model", "RANDOM_INIT", "RANDOM_INIT_SEED", "random_init_spec"]
+__all__ = ["load_model", "check_available", "RANDOM_INIT", "RANDOM_INIT_SEED", "random_init_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,26 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "float32") -> tup
     model.to(device)
     model.eval()
     return model, tok
+
+
+def check_available(spec: str) -> None:
+    """ModelNotFoundError, without loading anything, for a spec whose weights are not here to load.
+
+    A local path that is not a folder, or a hub id neither in the local Hugging Face cache nor reachable
+    (offline, or no network). ``toy:`` and ``tiny:`` models are always here; ``random-init:X`` needs
+    X's config only, checked the same way. Online, a hub id not cached is assumed downloadable.
+    """
+    inner = random_init_spec(spec)
+    spec = inner[0] if inner else spec
+    if spec.startswith(("toy:", "tiny:")):
+        return
+    local = Path(spec).expanduser()
+    if spec.startswith((".", "/", "~")) or local.exists():
+        if not local.is_dir():
+            raise ModelNotFoundError(f"model folder {str(local)!r} does not exist",
+                                     hint="check the path; a folder saved with save_pretrained holds config.json")
+        return
+    _check_reachable(spec)
 
 
 def random_init_spec(spec: str) -> tuple[str, int] | None:

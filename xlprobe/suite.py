@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from xlprobe.errors import ConfigError
 
-__all__ = ["Suite", "CheckpointSpec", "DataSpec", "MeasureCall", "load_suite", "parse_suite", "FIGURES",
+__all__ = ["unavailable_checkpoints", "Suite", "CheckpointSpec", "DataSpec", "MeasureCall", "load_suite", "parse_suite", "FIGURES",
            "SUITE_PARAMS", "RUNNER_SET"]
 
 #: Figures a suite may ask for (xlprobe.figures draws them from the results).
@@ -354,10 +354,37 @@ def parse_suite(text: str, file: str = "<suite>") -> Suite:
     return suite
 
 
-def load_suite(path: str | Path) -> Suite:
-    """A validated :class:`Suite` from a YAML file (see :func:`parse_suite`)."""
+def load_suite(path: str | Path, *, check_models: bool = False) -> Suite:
+    """A validated :class:`Suite` from a YAML file (see :func:`parse_suite`).
+
+    ``check_models``: also refuse, at the checkpoint's line, a model whose weights are not here to load
+    (:func:`unavailable_checkpoints`), before any model is loaded; ``xlprobe run`` does, ``--dry-run``
+    lists them instead.
+    """
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"suite file {str(file)!r} does not exist",
                           hint="give the path of a .yaml suite, e.g. xlprobe/suites/toy.yaml")
-    return parse_suite(file.read_text(encoding="utf-8"), str(file))
+    text = file.read_text(encoding="utf-8")
+    suite = parse_suite(text, str(file))
+    missing = unavailable_checkpoints(suite) if check_models else []
+    if missing:
+        i, message, hint = missing[0]
+        more = f" ({len(missing) - 1} more checkpoint(s) not here either)" if len(missing) > 1 else ""
+        raise _fail(str(file), _lines(yaml.compose(text, Loader=yaml.SafeLoader)), ("checkpoints", i),
+                    message + more, hint)
+    return suite
+
+
+def unavailable_checkpoints(suite: Suite) -> list[tuple[int, str, str]]:
+    """(index, message, hint) of every checkpoint whose weights cannot be loaded here; nothing is loaded."""
+    from xlprobe.errors import ModelNotFoundError
+    from xlprobe.loading import check_available
+
+    out = []
+    for i, c in enumerate(suite.checkpoints):
+        try:
+            check_available(c.model)
+        except ModelNotFoundError as err:
+            out.append((i, err.message, err.hint or ""))
+    return out

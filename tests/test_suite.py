@@ -72,6 +72,9 @@ def _error(text: str) -> ConfigError:
      "needs a task", "transfer.gap with a task"),
     ("  - separability.knn", "  - separability.knn: {k: 5}", "s.yaml:15: measures[1].separability.knn.k:",
      "would be ignored", "register a variant"),
+    ("  - transfer.gap: {task: book, train_lang: en}", "  - transfer.gap: {task: book, train_lang: en}\n"
+     "  - attribution.path: {languages: [fr, de]}", "s.yaml:17: measures[3].attribution.path.languages:",
+     "the training language among them", "languages: [en, ...]"),
     ("n_boot: 500", "n_boot: many", "s.yaml:19: n_boot:", "valid integer", ""),
     ("pooling: mean", "pooling: avg", "s.yaml:12: pooling:", "Input should be", "'mean'"),
     ("languages: [en, fr, de, ru]", "languages: []", "s.yaml:8: data.languages:", "at least 1", ""),

@@ -139,6 +139,26 @@ def test_transfer_and_attribution_rows_with_paired_contrasts_of_the_mean_gap(tmp
     assert (tmp_path / "steps" / "attribution" / "done.json").is_file()
 
 
+def test_attribution_reads_only_the_languages_it_is_given(monkeypatch):
+    import xlprobe.path_metrics
+    from xlprobe.suite_plan import suite_data
+    from xlprobe.suite_steps import attribution_step
+
+    seen: list[set] = []
+
+    class Spy:  # the metric's data is all this test reads
+        def __init__(self, tok, data, **kw):
+            seen.append({r.lang for r in data})
+
+        def __call__(self, model):
+            return sum(p.sum() for p in model.parameters()) * 0.0
+
+    monkeypatch.setattr(xlprobe.path_metrics, "TransferGap", Spy)
+    suite = parse_suite(TABLES.replace("max_items: 60}", "max_items: 60, languages: [en, fr]}"))
+    rows = attribution_step(suite, suite_data(suite), plan_suite(suite).attribution)
+    assert seen == [{"en", "fr"}] and set(rows.checkpoint) == {"toy:mt", "toy:lm-cont"}
+
+
 def test_balance_draws_the_groups_class_by_class_up_to_the_rarest_class():
     from collections import Counter
 

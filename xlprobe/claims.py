@@ -128,6 +128,9 @@ def paper_claims(comparisons: pd.DataFrame, *, mt: Sequence[str], control: str |
         if key == "separability":
             evidence += _evidence(_top_rows(_contrast_rows(comparisons, "separability.knn", against, mt,
                                                            control)), "language separability (kNN, not the verdict)")
+        if against == "vs control" and base and key != "similarity":  # the paper's own contrast, beside
+            evidence += _evidence(_top_rows(_contrast_rows(comparisons, measure, "vs base", mt, base)),
+                                  f"{measure} against the base, as the paper compared (not the verdict)")
         text = f"{claim}: {_say(verdict, rows, sign)}"
         out.append(Finding(topic=key, text=text, evidence=tuple(evidence), verdict=verdict))
     return out

@@ -34,7 +34,7 @@ model specs by their syntax (``toy:`` names, ``tiny:`` families, ``random-init``
 loaded), roles used at most once. Table measures run by the suite: ``transfer.gap`` /
 ``transfer.accuracy`` need ``task`` (the record label the probe transfers); ``attribution.path`` takes
 the parameters of :data:`SUITE_PARAMS` (``task``, ``train_lang``, ``layer`` the read point, ``n_steps``,
-``max_items``, ``groups``, ``ridge``, ``tau``); ``checkpoint``, ``seed``, ``n_boot`` come from the suite.
+``max_items``, ``groups``, ``ridge``, ``tau``, ``languages`` the metric reads); ``checkpoint``, ``seed``, ``n_boot`` come from the suite.
 Every failure is one :class:`~xlprobe.errors.ConfigError` whose message starts ``FILE:LINE: key.path:`` and whose hint says what is allowed.
 """
 from __future__ import annotations
@@ -224,7 +224,7 @@ def _allowed_fields(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
 #: at ``layer`` (the read point) between the base and each checkpoint of its architecture.
 SUITE_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "attribution.path": {"task": str, "train_lang": str, "layer": str, "n_steps": int, "max_items": int,
-                         "groups": str, "ridge": (int, float), "tau": (int, float)},
+                         "groups": str, "ridge": (int, float), "tau": (int, float), "languages": list},
 }
 #: Keywords of a table producer that the suite sets itself (the checkpoint's name, the seed and the
 #: bootstrap size from ``seeds:`` and ``n_boot:``, the per-item scores the comparisons read).
@@ -248,6 +248,12 @@ def _check_table_call(call: MeasureCall, suite: Suite, file: str, lines: dict, l
             what = "a positive integer" if kind is int else ("a string" if kind is str else "a number")
             raise _fail(file, lines, (*loc, key), f"{call.name}: {key} must be {what}; got {value!r}",
                         f"e.g. {key}: " + {"n_steps": "16", "max_items": "144", "layer": "encoder.2"}.get(key, "..."))
+    langs = call.params.get("languages") if call.name == "attribution.path" else None
+    if langs is not None and (not langs or not set(map(str, langs)) <= set(suite.data.languages)
+                              or str(call.params.get("train_lang", "en")) not in map(str, langs)):
+        raise _fail(file, lines, (*loc, "languages"), f"{call.name}: languages must be some of the data's "
+                    f"languages, the training language among them; got {langs!r}",
+                    f"e.g. languages: [{call.params.get('train_lang', 'en')}, ...] from {suite.data.languages}")
     if call.name == "attribution.path" and call.params.get("groups", "layer_module") not in _GROUPINGS:
         raise _fail(file, lines, (*loc, "groups"), f"groups must be one of {list(_GROUPINGS)}",
                     "layer_module (the default) sums per layer and module")

@@ -42,8 +42,9 @@ COSTS: dict[str, float] = {
     "transfer_point": 0.1, "transfer_record_point": 1.1e-4,
     # attribution: seconds per (record x quadrature node x million parameters) of one pair: 9.4 s for
     # 240 records x (16 + 2) nodes x 2.45M parameters (lm -> mt, read at encoder.2); the toy suite's step
-    # at 144 records: 17.9 s and 13.8 s measured, 27.6 s predicted (loading included)
-    "attribution_record_node_mparam": 8.9e-4,
+    # at 144 records: 17.9 s and 13.8 s measured; the demo's (4 pairs x 432 records x 18 nodes x 2.45M,
+    # loading included) 36.4 s: 4.8e-4 (the 240-record pair ran alone on a loaded machine)
+    "attribution_record_node_mparam": 4.8e-4,
     # figures: umap (AlignedUMAP, <= 100 verses, 3 layers, 100 epochs: 17 s of numba's compile + 3 x 16.5 s
     # for 7 checkpoints; 62 s of the demo's 67 s), each other figure 0.4-1.2 s (timed one by one)
     "figure_umap": 62.0, "figure_other": 1.5,

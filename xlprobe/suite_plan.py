@@ -22,7 +22,7 @@ _TRANSFER = ("transfer.gap", "transfer.accuracy")
 #: toy family on 2 CPU cores (4 pairs x 16 nodes: at 240 records 9.4 s a pair alone, 91 s for the step
 #: while other jobs shared the cores; 144 records, 6 verses per book and language, take 0.6 of that).
 ATTRIBUTION_DEFAULTS: dict[str, Any] = {"n_steps": 16, "max_items": 144, "train_lang": "en", "layer": None,
-                                        "groups": "layer_module", "ridge": 10.0, "tau": 0.1}
+                                        "groups": "layer_module", "ridge": 10.0, "tau": 0.1, "languages": None}
 
 
 @dataclass
@@ -67,7 +67,8 @@ class SuitePlan:
             a = self.attribution
             out.append(f"attribution.path of the {a['task']} transfer gap from {a['train_lang']} at "
                        f"{a['layer'] or 'the last encoder block'}: base -> each checkpoint of its architecture, "
-                       f"{a['n_steps']} steps, at most {a['max_items']} records")
+                       f"{a['n_steps']} steps, at most {a['max_items']} records"
+                       + (f" in {', '.join(map(str, a['languages']))}" if a.get("languages") else ""))
         out += [f"not run by a suite yet: {', '.join(self.pending)}"] if self.pending else []
         out += [f"figures: {', '.join(self.figures)}"] if self.figures else []
         return out

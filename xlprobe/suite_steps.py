@@ -160,6 +160,9 @@ def attribution_step(suite: Suite, ds: Any, params: dict[str, Any], report: Any 
     a, tok = load_model(base.model)
     layer = _read_point(a, suite.layers, params.get("layer"))
     task, train_lang = params["task"], params["train_lang"]
+    if params.get("languages"):  # the metric reads these languages only: more verses each for the same cost
+        keep = set(map(str, params["languages"]))
+        ds = ds.subset([i for i, r in enumerate(ds) if r.lang in keep], name=f"{ds.name}|langs={','.join(sorted(keep))}")
     data = balanced_groups(ds, task, seed=suite.seeds[0])
     n_classes = len({str(r.labels[task]) for r in data})
     per_class = len({r.group for r in data}) // n_classes

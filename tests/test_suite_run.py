@@ -201,7 +201,7 @@ def test_a_suite_runs_once_resumes_and_gives_the_same_results(tmp_path):
 
 
 def _xlprobe_run(suite_file, out) -> list[str]:
-    return [sys.executable, "-c", "from xlprobe.cli import app; app()", "run", str(suite_file), "--out", str(out)]
+    return [sys.executable, "-m", "xlprobe", "run", str(suite_file), "--out", str(out)]
 
 
 @pytest.mark.slow

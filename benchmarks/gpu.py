@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Capture and measures on an accelerator: one command for a lent GPU, small sizes on a CPU.
+
+    python benchmarks/gpu.py --device cuda          # mBART-large-50 size (random weights), fp32 + bf16
+    python benchmarks/gpu.py --device cpu --quick   # a small MBart: what CI runs to keep this alive
+
+For each dtype and batch size, on the same real verses (the shipped toy tokenizer's pieces, well inside the
+250k vocabulary), rounds alternate (ABBA) between:
+
+* ``bare encoder``: ``model.get_encoder()(**batch)`` under ``inference_mode`` / autocast, nothing kept;
+* ``xlprobe encoder``: ``xlprobe.extract(model, tok, texts, "encoder.*", dtype=..., batch_size=...)``,
+  tokenization, hooks, mean pooling of every encoder point and the copy to host included;
+* ``bare full``: the whole seq2seq forward (decoder and LM head), what a user calling ``model(...)`` pays.
+
+and reports sentences per second, the capture's overhead over the bare encoder (median of per-round ratios)
+and the lead of an encoder-only capture over the full forward. Then CKA (debiased, linear) and a linear
+probe fit on n x 1024 states, on device tensors against CPU numpy arrays, when xlprobe's measures accept
+tensors. Results are printed and written to ``benchmarks/results/gpu-<device>-<date>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import RESULTS, machine_facts, mbart_model, n_params, row, write_json  # noqa: E402
+
+MBART_LARGE_50 = dict(vocab_size=250054, d_model=1024, encoder_layers=12, decoder_layers=12,
+                      encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096,
+                      decoder_ffn_dim=4096, scale_embedding=True)
+MBART_SMALL = dict(vocab_size=8192, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                   decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, scale_embedding=True)
+
+
+def resolve_device(name: str) -> Any:
+    """cpu / cuda / cuda:N / auto -> a torch.device; a clear exit when CUDA is asked for and absent."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("benchmarks/gpu.py: --device cuda but torch sees no GPU (torch.cuda.is_available() is False); "
+                 "use --device cpu --quick")
+    return torch.device(name)
+
+
+def sync(device: Any) -> None:
+    """Wait for the device's queued work (timings on CUDA are otherwise the launch time)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def verses(n: int) -> Any:
+    """n real verses (English and French records, held-out books), the same on every run."""
+    from xlprobe.tasks import load_data
+
+    data = load_data("bible:en,fr?books=Ruth,Jonah,John", limit=(n + 1) // 2, seed=0)
+    return data.subset(range(min(n, len(data))))
+
+
+def timed(fn: Any, device: Any) -> float:
+    """Seconds of one call, the device synchronised before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def bench_capture(model: Any, tok: Any, records: Any, device: Any, dtype: str, batch: int,
+                  rounds: int) -> dict[str, Any]:
+    """Sentences/s of the bare encoder, xlprobe's encoder capture and the full forward; paired ratios."""
+    import torch
+
+    from xlprobe.hooks import extract
+
+    texts = [r.text for r in records]
+    enc = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    chunks = [{k: v[i:i + batch].to(device) for k, v in enc.items()} for i in range(0, len(texts), batch)]
+    cast = dict(device_type=device.type, dtype=getattr(torch, dtype), enabled=dtype != "float32")
+
+    def bare_encoder() -> None:
+        with torch.inference_mode(), torch.autocast(**cast):
+            for b in chunks:
+                model.get_encoder()(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+
+    def bare_full() -> None:
+        with torch.inference_mode(), torch.autocast(**cast):
+            for b in chunks:
+                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], decoder_input_ids=b["input_ids"])
+
+    def xlprobe_encoder() -> None:
+        extract(model, tok, records, "encoder.*", dtype=dtype, batch_size=batch, max_length=128)
+
+    methods = {"bare encoder": bare_encoder, "xlprobe encoder": xlprobe_encoder, "bare full": bare_full}
+    for fn in methods.values():
+        fn()  # warm-up (kernels, allocator, autocast caches)
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    for r in range(rounds):
+        order = list(methods) if r % 2 == 0 else list(reversed(methods))
+        for k in order:
+            times[k].append(timed(methods[k], device))
+    over = [x / b for x, b in zip(times["xlprobe encoder"], times["bare encoder"])]
+    lead = [f / x for x, f in zip(times["xlprobe encoder"], times["bare full"])]
+    return {"batch": batch, "dtype": dtype, "texts": len(texts),
+            "sentences_per_s": {k: len(texts) / statistics.median(v) for k, v in times.items()},
+            "capture_over_bare_encoder": statistics.median(over),
+            "full_forward_over_capture": statistics.median(lead), "seconds": times}
+
+
+def bench_measures(device: Any, n: int, d: int, rounds: int) -> dict[str, Any]:
+    """Debiased linear CKA and a linear probe fit: device tensors against CPU numpy, same data."""
+    import numpy as np
+    import torch
+
+    from xlprobe.probes.cka import cka
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    Y = (X @ rng.normal(size=(d, d)).astype(np.float32) * 0.1 + rng.normal(size=(n, d)).astype(np.float32))
+    out: dict[str, Any] = {"n": n, "d": d}
+    Xt, Yt = torch.from_numpy(X).to(device), torch.from_numpy(Y).to(device)
+    try:
+        cka(Xt, Yt, debiased=True)
+    except (TypeError, AttributeError, ValueError) as err:
+        out["cka"] = f"xlprobe's cka does not take torch tensors here ({type(err).__name__}): not measured"
+        return out
+    cpu = [timed(lambda: cka(X, Y, debiased=True), device) for _ in range(rounds)]
+    dev = [timed(lambda: cka(Xt, Yt, debiased=True), device) for _ in range(rounds)]
+    values = float(cka(X, Y, debiased=True)), float(cka(Xt, Yt, debiased=True))
+    out["cka"] = {"numpy_s": statistics.median(cpu), "torch_device_s": statistics.median(dev),
+                  "numpy_over_torch": statistics.median(cpu) / statistics.median(dev),
+                  "value_numpy": values[0], "value_torch": values[1]}
+    return out
+
+
+def main() -> None:
+    """Parse, run every configuration, print the table, write the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    ap.add_argument("--quick", action="store_true", help="a small MBart, few texts, one batch size (CPU, CI)")
+    ap.add_argument("--dtypes", default=None, help="comma-separated (default float32,bfloat16; quick: float32)")
+    ap.add_argument("--batches", default=None, help="batch sizes (default 8,16,32,64; quick: 8)")
+    ap.add_argument("--texts", type=int, default=None, help="verses per timing (default 256; quick: 16)")
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5; quick: 2)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/gpu-...json)")
+    args = ap.parse_args()
+
+    import torch
+
+    from xlprobe.toy import load
+
+    device = resolve_device(args.device)
+    quick = args.quick
+    dtypes = (args.dtypes or ("float32" if quick else "float32,bfloat16")).split(",")
+    batches = [int(b) for b in (args.batches or ("8" if quick else "8,16,32,64")).split(",")]
+    n_texts, rounds = args.texts or (16 if quick else 256), args.rounds or (2 if quick else 5)
+    _, tok = load("lm")  # real pieces; ids < 8,054 are valid in either vocabulary
+    model = mbart_model(MBART_SMALL if quick else MBART_LARGE_50).to(device)
+    texts = verses(n_texts)
+    results: dict[str, Any] = {"machine": machine_facts(torch.get_num_threads()), "device": str(device),
+                               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                               "model": "small MBart" if quick else "mBART-large-50 size (random weights)",
+                               "parameters": n_params(model), "capture": []}
+    print(f"{results['model']}: {results['parameters'] / 1e6:.1f}M parameters on {device}")
+    widths = (9, 6, 12, 12, 12, 10, 10)
+    print(row(("dtype", "batch", "bare enc/s", "xlprobe/s", "full/s", "overhead", "full/xl"), widths))
+    for dtype in dtypes:
+        if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            print(f"{dtype}: not supported on this GPU, skipped")
+            continue
+        for batch in batches:
+            r = bench_capture(model, tok, texts, device, dtype, batch, rounds)
+            s = r["sentences_per_s"]
+            print(row((dtype, str(batch), f"{s['bare encoder']:.1f}", f"{s['xlprobe encoder']:.1f}",
+                       f"{s['bare full']:.1f}", f"{r['capture_over_bare_encoder']:.3f}",
+                       f"{r['full_forward_over_capture']:.2f}"), widths))
+            results["capture"].append(r)
+    results["measures"] = bench_measures(device, 512 if quick else 4096, 64 if quick else 1024, rounds)
+    print("measures:", {k: v for k, v in results["measures"].items()})
+    stamp = time.strftime("%Y-%m-%d")
+    write_json(results, args.out or RESULTS / f"gpu-{device.type}-{stamp}.json")
+
+
+if __name__ == "__main__":
+    main()

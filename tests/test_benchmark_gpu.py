@@ -1,0 +1,36 @@
+"""benchmarks/gpu.py stays runnable: CI runs its CPU configuration (the accelerator one needs a lent GPU)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+
+
+def test_the_gpu_benchmark_runs_on_cpu_and_writes_its_table(tmp_path):
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(out.read_text())
+    (cap,) = res["capture"]
+    assert res["device"] == "cpu" and cap["dtype"] == "float32" and cap["texts"] == 16
+    assert set(cap["sentences_per_s"]) == {"bare encoder", "xlprobe encoder", "bare full"}
+    assert all(v > 0 for v in cap["sentences_per_s"].values()) and cap["capture_over_bare_encoder"] > 0
+    cka = res["measures"]["cka"]
+    assert isinstance(cka, str) or abs(cka["value_numpy"] - cka["value_torch"]) < 1e-5
+
+
+def test_asking_for_cuda_without_a_gpu_says_what_to_do():
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda runs the full benchmark")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cuda"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "--device cpu --quick" in done.stderr

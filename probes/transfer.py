@@ -166,5 +166,5 @@ def transfer_probe(
                 continue
             v, lo, hi = _gap_interval(correct[src], correct[m], np.r_[gcodes[src], gcodes[m]], n_boot, ci, seed)
             rows.append(make_row(measure="transfer.gap", value=v, ci_low=lo, ci_high=hi, n=int(m.sum()),
-                                 lang=lang, probe=name, train_lang=train_lang, center=center, chance=chance, **base))
+                                 lang=lang, probe=name, train_lang=train_lang, center=center, **base))
     return results_frame(rows)

@@ -196,8 +196,9 @@ def _provenance_table(run: RunTables) -> pd.DataFrame:
 
 
 def _html_table(df: pd.DataFrame) -> str:
-    """A DataFrame as an escaped HTML table (its index kept when it is named)."""
-    return df.to_html(index=bool(df.index.name), escape=True, border=0, classes="t", na_rep="")
+    """A DataFrame as an escaped HTML table (its index kept when it is named); numbers never wrap, text does."""
+    text = df.index.name is None and len(df.columns) == 2  # field / value tables: long values wrap
+    return df.to_html(index=bool(df.index.name), escape=True, border=0, classes="t kv" if text else "t", na_rep="")
 
 
 def _html_findings(fs: list[Finding]) -> str:
@@ -211,14 +212,15 @@ def _html_findings(fs: list[Finding]) -> str:
     return f"<ul class='f'>{''.join(items)}</ul>" if items else ""
 
 
-_CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+_CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 img{max-width:100%;border:1px solid #eee}figcaption{color:#444;margin:.3em 0 .6em}
 table.t{border-collapse:collapse;font-size:13px;margin:.5em 0}table.t td,table.t th{padding:3px 8px;
-border-bottom:1px solid #eee;text-align:left;vertical-align:top;max-width:620px;overflow-wrap:anywhere}
+border-bottom:1px solid #eee;text-align:left;vertical-align:top;white-space:nowrap}
+table.kv td{white-space:normal;max-width:820px;overflow-wrap:anywhere}
 ul.f>li{margin:.35em 0}ul.ev{color:#555;font-size:13px}.v{padding:1px 7px;border-radius:9px;color:#fff;
 font-size:12px;font-weight:600}.agrees{background:#009E73}.disagrees{background:#D55E00}.split,.mixed{background:#E69F00}
-.inconclusive{background:#777}.not-measured{background:#aaa}.meta{color:#666}"""
+.tw{overflow-x:auto}.inconclusive{background:#777}.not-measured{background:#aaa}.meta{color:#666}"""
 
 
 #: Marks on <body> how many figures decoded (``data-figures-loaded="3/3"``): the headless-browser test reads it.
@@ -241,7 +243,7 @@ def render_html(sections: list[Section], run: RunTables) -> str:
                          f"<figcaption>{html.escape(s.caption)}</figcaption></figure>")
         parts.append(_html_findings(s.findings))
         for name, df in s.tables:
-            parts.append(f"<p><b>{html.escape(name)}</b></p>{_html_table(df)}")
+            parts.append(f"<p><b>{html.escape(name)}</b></p><div class='tw'>{_html_table(df)}</div>")
         parts.append("</section>")
     return "\n".join(parts + [_LOADED, "</body></html>"])
 

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from xlprobe.hooks.distributed import write_plan_ranked
 from xlprobe.hooks.memory import MemoryTrimmer
 from xlprobe.hooks.plan import MAX_BATCH_SIZE, CapturePlan, plan_capture
 from xlprobe.hooks.runner import PlanRunner, progress_bar, token_layout, token_rows
-from xlprobe.hooks.writing import write_plan
 from xlprobe.types import CapturePoint, Dataset, LayerSpec, Record, StoreKey
 
 __all__ = ["extract", "run_plan", "describe_points", "Activations", "TokenStates", "MAX_BATCH_SIZE"]
@@ -166,7 +166,9 @@ def run_plan(model: nn.Module, tokenizer: Any, plan: CapturePlan, *, store: Any 
     model.eval()
     try:
         if store is not None:
-            keys = write_plan(store, model, tokenizer, plan, forward, provenance=provenance, progress=progress)
+            # under torchrun (WORLD_SIZE > 1) the ranks split the batches; alone, write_plan as before
+            keys = write_plan_ranked(store, model, tokenizer, plan, forward, provenance=provenance,
+                                     progress=progress)
             log.info("wrote %d shard(s) for %d texts in %.1fs", len(keys), plan.n, time.perf_counter() - t0)
             return keys
         arrays = _in_memory(plan, forward, progress)

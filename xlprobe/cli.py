@@ -187,6 +187,10 @@ def capture(
     dtype: str = choice("float32", "--dtype", values=DTYPES, help="Compute precision (results are float32)."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data sampling (--limit)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Processes on this machine (launches "
+                                        "torchrun, as `torchrun --nproc-per-node N -m xlprobe capture ...`): "
+                                        "they split the batches, the store equals one process's; resumable "
+                                        "with any N."),
 ) -> None:
     """Capture pooled activations of a dataset into a resumable activation store.
 
@@ -197,6 +201,14 @@ def capture(
     encoder and decoder points are taken. --tgt each: one row per (text, other language of its verse),
     label tgt_lang. What the decoder read is recorded in the store (dataset meta 'targets', 'tgt').
     """
+    from xlprobe.hooks.distributed import env_rank, env_world, launch_command
+
+    if nproc is not None and nproc > 1 and env_world() == 1:  # data-parallel: torchrun runs this command N times
+        import subprocess
+
+        raise typer.Exit(subprocess.run(launch_command(nproc, sys.argv[1:])).returncode)
+    if env_rank() > 0:
+        console.quiet = True  # rank 0 reports
     from xlprobe.hooks.memory import fix_mmap_threshold
 
     fix_mmap_threshold()  # bounded peak memory over long runs (see xlprobe.hooks.memory); this process only

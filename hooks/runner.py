@@ -99,31 +99,52 @@ class PlanRunner:
         self._run = _forward_fn(model, plan)
         self._sides: dict[str, SideBatch | None] = {}
         self._idx = np.empty(0, np.int64)
-        self._out: dict[str, np.ndarray] = {}
+        self._pooled: dict[str, torch.Tensor] = {}
 
     def __call__(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Pooled outputs ``{point name: float32 [len(idx), d]}`` (per-token rows for ``tokens``)."""
+        """Pooled outputs ``{point name: float32 [len(idx), d]}`` (per-token rows for ``tokens``).
+
+        Pooling runs on the model's device inside the hooks; the batch's pooled rows of every point then
+        leave the device together, in one copy (one synchronisation per batch, however many points).
+        """
         plan = self.plan
         src, dec = plan.batch(idx, self.device)
         self._sides = {"encoder": src, "decoder": src if plan.src_is_decoder else dec}
-        self._idx, self._out = idx, {}
+        self._idx, self._pooled = idx, {}
         with _precision(plan.dtype, self.model, self.device), torch.inference_mode(), \
                 Capture(self.model, plan.points, self._sink, stop_after=plan.points[-1]):
             self._run(src, dec)
-        return self._out
+        pooled, self._pooled = self._pooled, {}
+        out = _to_host(pooled)
+        for name, vals in out.items():  # checked on what is kept: [b, d] on the host, not [b, t, d]
+            if not np.isfinite(vals).all():
+                raise NumericalError(
+                    f"non-finite activations (inf / NaN) at {name} in dtype {plan.dtype}, batch of records "
+                    f"{idx[:8].tolist()}...", hint="capture in dtype='float32' (float16 overflows first)")
+        return out
 
     def _sink(self, point: CapturePoint, states: torch.Tensor) -> None:
-        """Pool one point's states over its side's kept positions, checking they are finite."""
+        """Pool one point's states over its side's kept positions, on the device (float32 [b, d])."""
         side = self._sides[point.side]
         if self.plan.pooling == "tokens":
-            vals = states[side.keep].float()
+            self._pooled[point.name] = states[side.keep].float()
         else:
-            vals = pool(states, side.keep, self.plan.pooling, side.tag)
-        if not torch.isfinite(vals).all():  # checked on what is kept: one [b, d] pass, not [b, t, d]
-            raise NumericalError(
-                f"non-finite activations (inf / NaN) at {point.name} in dtype {self.plan.dtype}, batch of "
-                f"records {self._idx[:8].tolist()}...", hint="capture in dtype='float32' (float16 overflows first)")
-        self._out[point.name] = vals.cpu().numpy()
+            self._pooled[point.name] = pool(states, side.keep, self.plan.pooling, side.tag)
+
+
+def _to_host(pooled: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """``{name: float32 [b_i, d_i]}`` on the host, in one device-to-host copy for all of them."""
+    if not pooled:
+        return {}
+    names = list(pooled)
+    flat = torch.cat([pooled[n].reshape(-1) for n in names]) if len(names) > 1 else pooled[names[0]].reshape(-1)
+    host = flat.cpu().numpy()  # the one copy (and synchronisation) of the batch; a view on the CPU
+    out, at = {}, 0
+    for n in names:
+        size = pooled[n].numel()
+        out[n] = host[at:at + size].reshape(pooled[n].shape)
+        at += size
+    return out
 
 
 def token_layout(enc: Encoded) -> dict[str, np.ndarray]:

@@ -59,8 +59,15 @@ def _info(model: nn.Module, tokenizer: Any, plan: CapturePlan, model_fp: str, to
         "tokenizer_class": type(tokenizer).__name__, "vocab_size": len(tokenizer), "tokenizer_hash": tokenizer_fp,
         "dataset": data.name, "dataset_fingerprint": data.fingerprint, "dataset_meta": _jsonable(dict(data.meta)),
         "libraries": library_versions(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": _device_of(model),
         **meta, **(provenance or {}),
     }
+
+
+def _device_of(model: nn.Module) -> str:
+    """Where the capture ran (``cpu``, ``cuda:0``...): the device of the model's first parameter."""
+    param = next(model.parameters(), None)
+    return str(param.device) if param is not None else "cpu"
 
 
 def write_plan(store: Any, model: nn.Module, tokenizer: Any, plan: CapturePlan, forward: Forward, *,

@@ -35,10 +35,15 @@ not much larger than d.
 debiased, a few O(d) sums of row norms) in float64 over row chunks, so memory is O(d^2) whatever n.
 :func:`cka_matrix` prepares each layer once (centred features or Gram matrix, and its self term) and
 then fills the layer x layer table with one cross term per pair.
+
+:func:`cka` and :func:`cka_matrix` also take torch tensors: given a tensor (or ``device="cuda"``), the
+same formulas run with torch on that device (float64; float32 on Apple's MPS, which has no float64),
+and only the scalars come back. Inputs on the CPU take the numpy path unless a device is named.
 """
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +95,63 @@ def _check_n(n: int, debiased: bool, what: str) -> None:
                         hint="the unbiased HSIC estimator divides by n(n-3)" if debiased else None)
 
 
+# ------------------------------------------------------------------------------------------ torch inputs
+def _target_device(device: Any, arrays: Iterable[Any]) -> Any:
+    """The torch device to compute on (``device``, else that of the first tensor among ``arrays``), or None: numpy."""
+    if device is not None:
+        import torch
+
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ConfigError(f"device must be a torch device ('cpu', 'cuda', 'cuda:1') or None; got {device!r}",
+                              hint="None computes with numpy, or on the device of tensor inputs") from None
+    torch = sys.modules.get("torch")  # no tensor can be passed unless torch is imported
+    if torch is None:
+        return None
+    return next((a.device for a in arrays if isinstance(a, torch.Tensor)), None)
+
+
+def _rep(X: Any, name: str, dev: Any) -> Any:
+    """A private float64 copy of ``X`` [n, d], checked as :func:`as_rep`: numpy, or a torch tensor on ``dev``."""
+    if dev is None:
+        return as_rep(X, name, copy=True)
+    import torch
+
+    dtype = torch.float32 if dev.type == "mps" else torch.float64
+    if not isinstance(X, torch.Tensor):
+        return torch.from_numpy(as_rep(X, name)).to(device=dev, dtype=dtype)
+    if X.dim() != 2 or X.shape[1] == 0:
+        as_rep(np.empty(tuple(X.shape)), name)  # the same error as for an array of that shape
+    if X.is_complex() or X.dtype == torch.bool:
+        raise DataError(f"{name} must be a real-valued tensor [n, d]; got dtype {X.dtype}")
+    T = X.detach().to(device=dev, dtype=dtype, copy=True)
+    bad = int((~torch.isfinite(T)).sum())
+    if bad:
+        raise DataError(f"{name} contains NaN or inf ({bad} values)",
+                        hint="check the activations (float16 overflow?) or drop those rows")
+    return T
+
+
+def _is_tensor(M: Any) -> bool:
+    return not isinstance(M, np.ndarray)
+
+
+def _einsum(spec: str, *ops: Any) -> Any:
+    if _is_tensor(ops[0]):
+        import torch
+
+        return torch.einsum(spec, *ops)
+    return np.einsum(spec, *ops)
+
+
+def _zero_diagonal(K: Any) -> None:
+    if _is_tensor(K):
+        K.fill_diagonal_(0.0)
+    else:
+        np.fill_diagonal(K, 0.0)
+
+
 # ------------------------------------------------------------------------------------------ prepared sides
 @dataclass
 class _Side:
@@ -101,8 +163,8 @@ class _Side:
     """
 
     mode: str
-    M: np.ndarray
-    vec: np.ndarray | None = None
+    M: Any  # np.ndarray, or a torch tensor on the device the measure runs on
+    vec: Any = None
     tot: float = 0.0
     self_term: float = float("nan")
 
@@ -112,6 +174,8 @@ def _rbf_gram(Xc: np.ndarray, sigma: float | None, name: str) -> np.ndarray:
 
     Built in place in one n x n buffer (plus n(n-1)/2 distances for the median).
     """
+    if _is_tensor(Xc):
+        return _rbf_gram_torch(Xc, sigma, name)
     n = Xc.shape[0]
     sq = np.einsum("ij,ij->i", Xc, Xc)
     D2 = Xc @ Xc.T
@@ -133,7 +197,31 @@ def _rbf_gram(Xc: np.ndarray, sigma: float | None, name: str) -> np.ndarray:
     return np.exp(D2, out=D2)
 
 
-def _prepare(X: np.ndarray, *, kernel: str, debiased: bool, mode: str, sigma: float | None,
+def _rbf_gram_torch(Xc: Any, sigma: float | None, name: str) -> Any:
+    """:func:`_rbf_gram` with torch on the tensor's device (the median as numpy's: the mean of the two middles)."""
+    import torch
+
+    n = Xc.shape[0]
+    sq = torch.einsum("ij,ij->i", Xc, Xc)
+    D2 = Xc @ Xc.T
+    D2.mul_(-2.0).add_(sq[:, None]).add_(sq[None, :]).clamp_(min=0.0).fill_diagonal_(0.0)
+    if sigma is None:
+        rows, cols = torch.triu_indices(n, n, 1, device=D2.device)
+        dist = D2[rows, cols].sqrt_()
+        del rows, cols
+        k = dist.numel()
+        med = float((torch.kthvalue(dist, (k + 1) // 2).values + torch.kthvalue(dist, k // 2 + 1).values) / 2)
+        del dist
+        if med <= 0:
+            raise DataError(f"{name}: the median distance between rows is 0 (most rows are identical), so the "
+                            "median-heuristic RBF bandwidth is undefined",
+                            hint="pass sigma= explicitly, or drop duplicate rows")
+        sigma = med
+    D2.mul_(-1.0 / (2.0 * sigma * sigma))
+    return D2.exp_()
+
+
+def _prepare(X: Any, *, kernel: str, debiased: bool, mode: str, sigma: float | None,
              name: str) -> _Side:
     """Centre ``X`` (in place: pass a private copy) and build what the cross terms need."""
     Xc = X
@@ -141,7 +229,7 @@ def _prepare(X: np.ndarray, *, kernel: str, debiased: bool, mode: str, sigma: fl
     if mode == "feature":
         side = _Side("feature", Xc)
         if debiased:
-            side.vec = np.einsum("ij,ij->i", Xc, Xc)
+            side.vec = _einsum("ij,ij->i", Xc, Xc)
             side.tot = float(side.vec.sum())
     else:
         if X.shape[0] > GRAM_MAX_N:
@@ -152,7 +240,7 @@ def _prepare(X: np.ndarray, *, kernel: str, debiased: bool, mode: str, sigma: fl
                                  "which works in feature space")
         K = Xc @ Xc.T if kernel == "linear" else _rbf_gram(Xc, sigma, name)
         if debiased:
-            np.fill_diagonal(K, 0.0)
+            _zero_diagonal(K)
             side = _Side("gram", K, vec=K.sum(axis=1))
             side.tot = float(side.vec.sum())
         else:
@@ -168,11 +256,11 @@ def _cross(A: _Side, B: _Side, debiased: bool) -> float:
     n = A.M.shape[0]
     if A.mode == "feature":
         C = B.M.T @ A.M if B.M.shape[1] <= A.M.shape[1] else A.M.T @ B.M
-        t = float(np.einsum("ij,ij->", C, C))
+        t = float(_einsum("ij,ij->", C, C))
         if not debiased:
             return t
         return t - n / (n - 2) * float(A.vec @ B.vec) + A.tot * B.tot / ((n - 1) * (n - 2))
-    t = float(np.einsum("ij,ij->", A.M, B.M))  # tr(K L) for symmetric K, L
+    t = float(_einsum("ij,ij->", A.M, B.M))  # tr(K L) for symmetric K, L
     if not debiased:
         return t
     return t + A.tot * B.tot / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(A.vec @ B.vec)
@@ -205,8 +293,8 @@ def _choose_mode(kernel: str, n: int, dims: Iterable[int]) -> str:
 @register_measure("cka.rbf", kind="paired", direction="similarity", kernel="rbf")
 @register_measure("cka.linear.debiased", kind="paired", direction="similarity", kernel="linear", debiased=True)
 @register_measure("cka.rbf.debiased", kind="paired", direction="similarity", kernel="rbf", debiased=True)
-def cka(X: np.ndarray, Y: np.ndarray, *, kernel: str = "linear", debiased: bool = False,
-        sigma: float | tuple[float, float] | None = None, seed: int = 0) -> float:
+def cka(X: Any, Y: Any, *, kernel: str = "linear", debiased: bool = False,
+        sigma: float | tuple[float, float] | None = None, seed: int = 0, device: Any = None) -> float:
     """Centred kernel alignment between two representations of the same items (Kornblith et al. 2019).
 
     Parameters
@@ -225,6 +313,9 @@ def cka(X: np.ndarray, Y: np.ndarray, *, kernel: str = "linear", debiased: bool 
         between distinct rows, per side.
     seed : int, default 0
         Unused (CKA is deterministic); accepted because every measure takes ``seed``.
+    device : str or torch.device, optional
+        Compute with torch there (``"cuda"``, ``"cuda:1"``, ``"cpu"``). Default: on the device of
+        ``X`` (or ``Y``) when it is a torch tensor, else with numpy. Same value either way (to ~1e-12).
 
     Returns
     -------
@@ -248,9 +339,10 @@ def cka(X: np.ndarray, Y: np.ndarray, *, kernel: str = "linear", debiased: bool 
     1.0
     """
     sx, sy = _check_options(kernel, debiased, sigma)
-    A, B = as_rep(X, "X", copy=True), as_rep(Y, "Y", copy=True)
+    dev = _target_device(device, (X, Y))
+    A, B = _rep(X, "X", dev), _rep(Y, "Y", dev)
     if A.shape[0] != B.shape[0]:
-        raise DataError(f"X and Y must have the same rows (items); got X {A.shape} and Y {B.shape}",
+        raise DataError(f"X and Y must have the same rows (items); got X {tuple(A.shape)} and Y {tuple(B.shape)}",
                         hint="take both representations on the same items, in the same order")
     _check_n(A.shape[0], debiased, "X")
     mode = _choose_mode(kernel, A.shape[0], (A.shape[1], B.shape[1]))
@@ -259,9 +351,10 @@ def cka(X: np.ndarray, Y: np.ndarray, *, kernel: str = "linear", debiased: bool 
     return _ratio(_cross(pa, pb, debiased), _self_term(pa, debiased, "X"), _self_term(pb, debiased, "Y"))
 
 
-def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray] | None = None, *,
+def cka_matrix(reps_a: Mapping[str, Any], reps_b: Mapping[str, Any] | None = None, *,
                kernel: str = "linear", debiased: bool = False,
-               sigma: float | tuple[float, float] | None = None, constant: str = "raise") -> pd.DataFrame:
+               sigma: float | tuple[float, float] | None = None, constant: str = "raise",
+               device: Any = None) -> pd.DataFrame:
     """CKA between every layer of ``reps_a`` and every layer of ``reps_b`` (layer x layer table).
 
     Each layer is prepared once (centred features or its Gram matrix, and its self term), so a
@@ -269,7 +362,7 @@ def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray
 
     Parameters
     ----------
-    reps_a : dict of str to array [n, d]
+    reps_a : dict of str to array [n, d] (numpy arrays or torch tensors)
         Layer name -> representation; every array has the same n rows (the same items).
     reps_b : dict of str to array [n, d], optional
         The other side (e.g. another checkpoint). Default: ``reps_a`` itself (a symmetric table,
@@ -280,6 +373,9 @@ def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray
         What a layer with no variance across rows gets (CKA is undefined there, e.g. the decoder input
         of a model read without targets): a DataError naming it, or NaN in its row / column of the
         table, leaving every other cell computed (the layer is named in ``df.attrs["constant"]``).
+    device : str or torch.device, optional
+        Compute with torch there. Default: on the device of the first torch tensor among the layers
+        (the others are moved there), else with numpy.
 
     Returns
     -------
@@ -309,6 +405,7 @@ def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray
                         hint="take every layer on the same items, in the same order")
     n = next(iter(ns.values()))
     _check_n(n, debiased, "each representation")
+    dev = _target_device(device, (v for reps in sides.values() for v in reps.values()))
     mode = _choose_mode(kernel, n, (shape[1] for shape in shapes.values()))
     prepared: dict[str, dict[str, _Side | None]] = {}
     degenerate: list[str] = []
@@ -317,7 +414,7 @@ def cka_matrix(reps_a: Mapping[str, np.ndarray], reps_b: Mapping[str, np.ndarray
         prepared[what] = {}
         for k, v in reps.items():
             name = f"{what}[{k!r}]"
-            side = _prepare(as_rep(v, name, copy=True), kernel=kernel, debiased=debiased, mode=mode, sigma=s,
+            side = _prepare(_rep(v, name, dev), kernel=kernel, debiased=debiased, mode=mode, sigma=s,
                             name=name)
             try:
                 side.self_term = _self_term(side, debiased, name)

@@ -20,6 +20,7 @@ from xlprobe.cli_common import (
     MAX_LENGTH_HELP,
     choice,
     console,
+    device_option,
     err_console,
     fail,
     flag,
@@ -86,13 +87,14 @@ def main(verbose: bool = flag("--verbose", "-v", help="Log progress details.")) 
 def layers(
     model: str = typer.Argument(..., help="Hub id, local folder, or tiny:<family> (e.g. tiny:mbart)."),
     as_json: bool = flag("--json", help="Print JSON instead of a table."),
+    device: str = device_option(),
 ) -> None:
     """List every capture point of MODEL: name, alias, side, index, output shape."""
     from xlprobe.hooks.extract import describe_points
     from xlprobe.loading import load_model
 
     try:
-        m, tok = load_model(model)
+        m, tok = load_model(model, device=device)
         rows = describe_points(m, tok)
     except XlprobeError as err:
         fail(err)
@@ -185,7 +187,7 @@ def capture(
                                  "the --tgt language: error (names it) or drop (the whole verse, counted)."),
     include_special: bool = flag("--include-special", help="Pool special tokens too."),
     dtype: str = choice("float32", "--dtype", values=DTYPES, help="Compute precision (results are float32)."),
-    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
+    device: str = device_option(),
     seed: int = typer.Option(0, "--seed", help="Seed of the data sampling (--limit)."),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Processes on this machine (launches "
                                         "torchrun, as `torchrun --nproc-per-node N -m xlprobe capture ...`): "
@@ -358,7 +360,7 @@ def finetune(
     max_length: int = typer.Option(64, "--max-length", min=2, help="Tokens kept per text (special tokens "
                                    "included); longer texts are truncated."),
     lr: float = typer.Option(5e-5, "--lr", min=0.0, help="Learning rate (constant)."),
-    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, auto."),
+    device: str = device_option(),
     heads: str = typer.Option("encoder-mean,decoder-eos", "--head", help="What the classifier reads (comma-"
                               "separated): encoder-mean (pooled encoder, XTREME), decoder-eos (the decoder's </s> "
                               "state, as MBartForSequenceClassification); encoder-decoders run both by default."),

@@ -26,6 +26,7 @@ seeds and bootstrap size::
     figures: [umap, layer_curves]
     seeds: [0]
     n_boot: 1000
+    device: cpu        # or cuda, cuda:1, mps, auto (a GPU when there is one)
 
 :func:`load_suite` parses the YAML keeping every node's line (PyYAML's composer), validates it with
 pydantic (unknown keys are errors, never ignored), then checks what pydantic cannot: measure names
@@ -111,6 +112,9 @@ class Suite(_Strict):
                           "weight_bars", "attribution_bars"]] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     n_boot: int = Field(default=1000, ge=0)
+    #: where models run (capture, fine-tuning): cpu (the default, results bit-identical across machines),
+    #: cuda, cuda:N, mps, or auto (cuda when torch sees a GPU, else mps, else cpu); checked by ``xlprobe run``
+    device: str = Field(default="cpu", pattern=r"^(cpu|auto|mps|cuda(:[0-9]+)?)$")
 
     @field_validator("checkpoints", mode="before")
     @classmethod
@@ -207,6 +211,8 @@ def _pydantic_hint(err: dict) -> str:
         return "allowed: " + str(err.get("ctx", {}).get("expected", ""))
     if err["type"] == "missing":
         return "add it (see xlprobe/suites/toy.yaml for a complete suite)"
+    if err["type"] == "string_pattern_mismatch" and tuple(err.get("loc", ())) == ("device",):
+        return "device: cpu, cuda, cuda:N (e.g. cuda:1), mps or auto (a GPU when there is one, else the CPU)"
     return "see the suite format in the xlprobe.suite docstring"
 
 
@@ -373,6 +379,8 @@ def load_suite(path: str | Path, *, check_models: bool = False) -> Suite:
                           hint="give the path of a .yaml suite, e.g. xlprobe/suites/toy.yaml")
     text = file.read_text(encoding="utf-8")
     suite = parse_suite(text, str(file))
+    if check_models:
+        _check_device(suite, str(file), text)
     missing = unavailable_checkpoints(suite) if check_models else []
     if missing:
         i, message, hint = missing[0]
@@ -380,6 +388,17 @@ def load_suite(path: str | Path, *, check_models: bool = False) -> Suite:
         raise _fail(str(file), _lines(yaml.compose(text, Loader=yaml.SafeLoader)), ("checkpoints", i),
                     message + more, hint)
     return suite
+
+
+def _check_device(suite: Suite, file: str, text: str) -> None:
+    """The suite's ``device:`` exists on this machine (``cuda`` without a GPU is refused at its line)."""
+    from xlprobe.cli_common import resolve_device
+
+    try:
+        resolve_device(suite.device)
+    except ConfigError as err:
+        raise _fail(file, _lines(yaml.compose(text, Loader=yaml.SafeLoader)), ("device",), err.message,
+                    (err.hint or "").replace("--device ", "device: ")) from None
 
 
 def unavailable_checkpoints(suite: Suite) -> list[tuple[int, str, str]]:

@@ -16,10 +16,17 @@ from xlprobe.errors import ConfigError
 from xlprobe.suite import Suite
 from xlprobe.suite_plan import data_spec
 
-__all__ = ["capture_checkpoints", "weights_step", "transfer_step", "attribution_step", "gap_per_group",
+__all__ = ["suite_device", "capture_checkpoints", "weights_step", "transfer_step", "attribution_step", "gap_per_group",
            "store_reps"]
 
 log = logging.getLogger(__name__)
+
+def suite_device(suite: Suite) -> str:
+    """The torch device the suite's ``device:`` names on this machine (``auto`` resolved; ConfigError if absent)."""
+    from xlprobe.cli_common import resolve_device
+
+    return resolve_device(suite.device)
+
 
 def capture_checkpoints(suite: Suite, out: Path, ds: Any, prog: Any = None) -> dict[str, float]:
     """Capture every checkpoint into ``out/store`` (the store skips shards already written)."""
@@ -28,12 +35,13 @@ def capture_checkpoints(suite: Suite, out: Path, ds: Any, prog: Any = None) -> d
     from xlprobe.store import ActivationStore
 
     store = ActivationStore.open(out / "store")
+    device = suite_device(suite)
     seconds = {}
     for c in suite.checkpoints:
         if prog:
             prog.start(f"capture {c.label}")
         t0 = time.perf_counter()
-        model, tok = load_model(c.model)
+        model, tok = load_model(c.model, device=device)
         extract(model, tok, ds, suite.layers, pooling=suite.pooling, store=store,
                 provenance={"model_spec": c.label, "data_spec": data_spec(suite), "seed": suite.seeds[0],
                             "suite": suite.name})
@@ -157,6 +165,8 @@ def attribution_step(suite: Suite, ds: Any, params: dict[str, Any], report: Any 
     from xlprobe.tasks.sampling import balanced_groups
 
     base = suite.role("base") or suite.checkpoints[0]
+    if suite.device != "cpu":  # TransferGap (xlprobe.path_metrics) builds its batches on the CPU
+        log.info("attribution.path runs on the cpu (the suite's device %r is used by the capture)", suite.device)
     a, tok = load_model(base.model)
     layer = _read_point(a, suite.layers, params.get("layer"))
     task, train_lang = params["task"], params["train_lang"]

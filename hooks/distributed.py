@@ -13,6 +13,7 @@ gloo (only small objects and barriers travel: the rows go through the store's fo
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import io
@@ -55,17 +56,21 @@ def env_rank() -> int:
 
 @contextlib.contextmanager
 def process_group() -> Iterator[tuple[int, int]]:
-    """``(rank, world)``: joins torchrun's group over gloo when ``WORLD_SIZE`` > 1 (and leaves it), else (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
-        yield dist.get_rank(), dist.get_world_size()
-        return
-    if env_world() <= 1:
-        yield 0, 1
-        return
-    dist.init_process_group(backend="gloo")
-    try:
-        yield dist.get_rank(), dist.get_world_size()
-    finally:
+    """``(rank, world)``: torchrun's group, joined over gloo on first use when ``WORLD_SIZE`` > 1, else (0, 1)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        if env_world() <= 1:
+            yield 0, 1
+            return
+        # joined once for the process (a group destroyed and joined again finds stale peers in torchrun's
+        # store), left at exit
+        dist.init_process_group(backend="gloo")
+        atexit.register(_leave)
+    yield dist.get_rank(), dist.get_world_size()
+
+
+def _leave() -> None:
+    """Leave the process group at exit, if still in it."""
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -102,27 +102,49 @@ _SCRIPT = textwrap.dedent("""
     from xlprobe.tiny import build
     model, tok = build("mbart", seed=0)
     ds = load_bible(translations=["k", "l", "e"], books=["Ruth"], limit=40, seed=0)
-    extract(model, tok, ds, "encoder.*", batch_size=8, chunk_size=32, store=ActivationStore.open(sys.argv[1]))
+    for _ in range(2):  # the second call finds every shard complete (and the process group already joined)
+        extract(model, tok, ds, "encoder.*", batch_size=8, chunk_size=32, store=ActivationStore.open(sys.argv[1]))
+    print("done")
 """)
 
 
-@pytest.mark.slow
-def test_killed_rank_then_one_process_resumes(tmp_path, tiny_model, verses):
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model, verses):
+    """The script's capture in this one process: (keys, store)."""
+    model, tok = tiny_model("mbart")
+    ref = ActivationStore.open(tmp_path_factory.mktemp("ref") / "ref")
+    return extract(model, tok, verses, "encoder.*", batch_size=8, chunk_size=32, store=ref), ref
+
+
+def _torchrun_script(tmp_path, out, **env: str) -> subprocess.CompletedProcess:
+    """Run the capture script in two processes under torch.distributed.run."""
     script = tmp_path / "capture.py"
     script.write_text(_SCRIPT)
+    return subprocess.run([*launch_command(2, [])[:5], str(script), str(out)], env=_env(**env),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_python_api_under_torchrun(tmp_path, reference):
+    proc = _torchrun_script(tmp_path, tmp_path / "two")
+    assert proc.returncode == 0 and proc.stdout.count("done") == 2, proc.stderr[-3000:]
+    store = ActivationStore.open(tmp_path / "two", create=False)
+    _same_store(store, reference[1])
+    _clean(store)
+
+
+@pytest.mark.slow
+def test_killed_rank_then_one_process_resumes(tmp_path, tiny_model, verses, reference):
     path = tmp_path / "killed"
     # 120 texts: 4 chunks of 32 (4 batches of 8 each, 2 per rank); rank 1 dies after its part of chunk 1
-    proc = subprocess.run([*launch_command(2, [])[:5], str(script), str(path)], env=_env(**{EXIT_AFTER_PART: "1:2"}),
-                          capture_output=True, text=True, timeout=300)
+    proc = _torchrun_script(tmp_path, path, **{EXIT_AFTER_PART: "1:2"})
     assert proc.returncode != 0, proc.stderr[-3000:]
     store = ActivationStore.open(path, create=False)
     assert store.keys() == [] and store.verify() == []  # nothing half-written: no shard registered
-    parts = list((path / "shards").glob("*.parts/c000001-*.npz"))
-    assert parts, proc.stderr[-3000:]
+    assert list((path / "shards").glob("*.parts/c000001-*.npz")), proc.stderr[-3000:]
     assert not list((path / "shards").glob("*.parts/c000000-*"))  # chunk 0 committed, its parts removed
     model, tok = tiny_model("mbart")
     keys = extract(model, tok, verses, "encoder.*", batch_size=8, chunk_size=32, store=store)  # one process
-    ref = ActivationStore.open(tmp_path / "ref")
-    assert extract(model, tok, verses, "encoder.*", batch_size=8, chunk_size=32, store=ref) == keys
-    _same_store(store, ref)
+    assert keys == reference[0]
+    _same_store(store, reference[1])
     _clean(store)

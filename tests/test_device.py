@@ -233,3 +233,12 @@ def test_token_pooling_rows_come_back_in_one_copy_too(toy_verses):
         ts = toks[name]
         per_text = np.stack([ts.text(i).mean(0) for i in range(len(ts))])
         np.testing.assert_allclose(per_text, mean[name], rtol=1e-5, atol=1e-5)
+
+
+def test_under_torchrun_a_bare_cuda_is_this_ranks_gpu(monkeypatch):
+    from xlprobe.cli_common import rank_device
+
+    assert rank_device("cuda") == "cuda"  # one process: torch's current GPU
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert rank_device("cuda") == "cuda:3" and rank_device("cuda:1") == "cuda:1" and rank_device("cpu") == "cpu"

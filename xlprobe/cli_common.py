@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from xlprobe.errors import ConfigError, XlprobeError
 
-__all__ = ["console", "err_console", "fail", "flag", "choice", "did_you_mean", "progress_lines", "say",
+__all__ = ["rank_device", "console", "err_console", "fail", "flag", "choice", "did_you_mean", "progress_lines", "say",
            "quiet_model_loading", "BATCH_SIZE_HELP", "MAX_LENGTH_HELP", "DEVICE_HELP", "device_option",
            "resolve_device"]
 
@@ -77,7 +77,7 @@ def resolve_device(value: str) -> str:
 
     if text == "auto":
         if torch.cuda.is_available():
-            return "cuda"
+            return rank_device("cuda")
         mps = getattr(torch.backends, "mps", None)
         return "mps" if mps is not None and mps.is_available() else "cpu"
     try:
@@ -102,7 +102,16 @@ def resolve_device(value: str) -> str:
                               "here", hint=fix)
     elif dev.type != "cpu":
         raise ConfigError(f"device {value!r} is not one xlprobe runs on", hint="use cpu, cuda, cuda:N, mps or auto")
-    return str(dev)
+    return rank_device(str(dev))
+
+
+def rank_device(device: str) -> str:
+    """Under torchrun, a bare ``cuda`` is this process's GPU, ``cuda:$LOCAL_RANK``; anything else unchanged."""
+    import os
+
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
 
 
 def device_option(default: str = "cpu") -> Any:

@@ -188,13 +188,18 @@ def _rbf_gram(Xc: np.ndarray, sigma: float | None, name: str) -> np.ndarray:
         dist = np.sqrt(np.concatenate([D2[i, i + 1:] for i in range(n - 1)]))
         med = float(np.median(dist, overwrite_input=True))  # the median distance, not sqrt(median(D2))
         del dist
-        if med <= 0:
-            raise DataError(f"{name}: the median distance between rows is 0 (most rows are identical), so the "
-                            "median-heuristic RBF bandwidth is undefined",
-                            hint="pass sigma= explicitly, or drop duplicate rows")
-        sigma = med
+        sigma = _bandwidth(med, name)
     D2 *= -1.0 / (2.0 * sigma * sigma)
     return np.exp(D2, out=D2)
+
+
+def _bandwidth(median: float, name: str) -> float:
+    """The median heuristic's bandwidth, or DataError when most rows coincide (a median distance of 0)."""
+    if median <= 0:
+        raise DataError(f"{name}: the median distance between rows is 0 (most rows are identical), so the "
+                        "median-heuristic RBF bandwidth is undefined",
+                        hint="pass sigma= explicitly, or drop duplicate rows")
+    return median
 
 
 def _rbf_gram_torch(Xc: Any, sigma: float | None, name: str) -> Any:
@@ -212,11 +217,7 @@ def _rbf_gram_torch(Xc: Any, sigma: float | None, name: str) -> Any:
         k = dist.numel()
         med = float((torch.kthvalue(dist, (k + 1) // 2).values + torch.kthvalue(dist, k // 2 + 1).values) / 2)
         del dist
-        if med <= 0:
-            raise DataError(f"{name}: the median distance between rows is 0 (most rows are identical), so the "
-                            "median-heuristic RBF bandwidth is undefined",
-                            hint="pass sigma= explicitly, or drop duplicate rows")
-        sigma = med
+        sigma = _bandwidth(med, name)
     D2.mul_(-1.0 / (2.0 * sigma * sigma))
     return D2.exp_()
 

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from xlprobe.errors import ConfigError
 from xlprobe.hooks.distributed import write_plan_ranked
 from xlprobe.hooks.memory import MemoryTrimmer
 from xlprobe.hooks.plan import MAX_BATCH_SIZE, CapturePlan, plan_capture
-from xlprobe.hooks.runner import PlanRunner, progress_bar, token_layout, token_rows
+from xlprobe.hooks.runner import PlanRunner, is_dispatched, progress_bar, token_layout, token_rows
 from xlprobe.types import CapturePoint, Dataset, LayerSpec, Record, StoreKey
 
 __all__ = ["extract", "run_plan", "describe_points", "Activations", "TokenStates", "MAX_BATCH_SIZE"]
@@ -136,7 +137,10 @@ def extract(
     dtype : {"float32", "float16", "bfloat16"}
         Compute precision (autocast); results are float32. Non-finite values raise NumericalError.
     device
-        Where to run; the model is moved there when given. Default: where the model already is.
+        Where to run; the model is moved there when given. Default: where the model already is. A model
+        dispatched by accelerate (``from_pretrained(..., device_map=...)``: layers on several devices, or
+        offloaded to CPU / disk) stays where its device map put it: ``device`` is then refused
+        (ConfigError); inputs go to its input embeddings' device and the rows come back on the CPU.
     padding_side : {"right", "left"}
         Left padding passes ``position_ids`` (decoder-only and encoder-only models that take them).
     chunk_size
@@ -153,8 +157,22 @@ def extract(
                         tgt_lang=tgt_lang, lang_codes=lang_codes, include_special=include_special, dtype=dtype,
                         padding_side=padding_side, chunk_size=chunk_size)
     if device is not None:
+        if is_dispatched(model):
+            raise ConfigError(
+                f"device={str(device)!r} given for a model dispatched over devices by accelerate "
+                f"(device map {_map_summary(model)}); moving it would undo the map",
+                hint="leave device=None: the model runs where its device_map put it (inputs go to the input "
+                     "embeddings' device, accelerate moves the rest)")
         model.to(device)
     return run_plan(model, tokenizer, plan, store=store, progress=progress, provenance=provenance)
+
+
+def _map_summary(model: nn.Module) -> str:
+    """The devices of a dispatched model's map, with how many entries each: ``{cpu: 5, disk: 3}``."""
+    places = [str(v) for v in (getattr(model, "hf_device_map", None) or {}).values()]
+    if not places:
+        return "{offloaded: meta parameters}"
+    return "{" + ", ".join(f"{d}: {places.count(d)}" for d in dict.fromkeys(places)) + "}"
 
 
 def run_plan(model: nn.Module, tokenizer: Any, plan: CapturePlan, *, store: Any = None, progress: bool = False,

@@ -25,7 +25,7 @@ from xlprobe.hooks.plan import CapturePlan
 from xlprobe.hooks.pooling import pool
 from xlprobe.types import CapturePoint
 
-__all__ = ["PlanRunner", "token_layout", "token_rows", "progress_bar"]
+__all__ = ["PlanRunner", "input_device", "is_dispatched", "token_layout", "token_rows", "progress_bar"]
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -79,13 +79,73 @@ def _precision(dtype: str, model: nn.Module, dev: torch.device) -> Iterator[None
         yield
 
 
+def is_dispatched(model: nn.Module) -> bool:
+    """True for a model placed by accelerate over several devices, or with weights offloaded (CPU / disk).
+
+    Such a model (``from_pretrained(..., device_map=...)``, ``dispatch_model``, ``disk_offload``...) must not
+    be moved with ``model.to``: accelerate's hooks move weights and activations between devices themselves.
+    A ``device_map`` that puts everything on one device (``{"": "cpu"}``) is not dispatched.
+    """
+    hf_map = getattr(model, "hf_device_map", None)
+    if hf_map and (len({str(v) for v in hf_map.values()}) > 1 or {str(v) for v in hf_map.values()} & {"disk", "meta"}):
+        return True
+    return any(p.device.type == "meta" for p in model.parameters())
+
+
+def _hook_device(module: nn.Module) -> torch.device | None:
+    """The execution device of accelerate's hook on ``module`` (its weights may live on the CPU, disk or meta)."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in [hook, *getattr(hook, "hooks", ())]:
+        dev = getattr(h, "execution_device", None)
+        if dev is not None:
+            return torch.device(dev if not isinstance(dev, int) else f"cuda:{dev}")
+    return None
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where a batch's input tensors go: the device the model's input embeddings run on.
+
+    An ordinary model: the device of its first parameter. A dispatched one (see :func:`is_dispatched`): the
+    execution device of accelerate's hook on the input embeddings (or on the nearest hooked parent), else
+    the embeddings' weight device, else accelerate's main device for the map (the first entry that is not
+    ``cpu`` / ``disk``; ``cpu`` when there is none). Layers on other devices receive their inputs through
+    accelerate's hooks.
+    """
+    first = next(model.parameters(), None)
+    if not is_dispatched(model):
+        return first.device if first is not None else torch.device("cpu")
+    try:
+        emb = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        emb = None
+    if emb is not None:
+        dev = _hook_device(emb)
+        if dev is None:  # hooked on a parent (``model.encoder`` as one map entry): the nearest hooked ancestor
+            for module in model.modules():
+                if any(sub is emb for sub in module.modules()) and _hook_device(module) is not None:
+                    dev = _hook_device(module)
+        if dev is not None:
+            return dev
+        weight = getattr(emb, "weight", None)
+        if weight is not None and weight.device.type != "meta":
+            return weight.device
+    places = [str(v) for v in (getattr(model, "hf_device_map", None) or {}).values()]
+    main = [v for v in places if v not in ("cpu", "disk", "meta")]
+    if main:
+        return torch.device(f"cuda:{main[0]}" if main[0].isdigit() else main[0])
+    return torch.device("cpu")
+
+
 class PlanRunner:
     """Runs batches of a plan through ``model`` and returns each point's pooled output.
 
     Parameters
     ----------
     model : nn.Module
-        The model the plan was made for, on its device (eval mode is the caller's business).
+        The model the plan was made for, on its device (eval mode is the caller's business); or dispatched
+        by accelerate over several devices / offloaded (``device_map``): inputs then go to the device of
+        its input embeddings (:func:`input_device`), each hook pools on the device its block ran on, and
+        the pooled rows reach the host whatever device they came from.
     plan : CapturePlan
         What to read; its points must be non-empty.
     """
@@ -95,7 +155,7 @@ class PlanRunner:
             raise ConfigError("the plan has no capture point to run", hint="plan with layers=...")
         self.model = model
         self.plan = plan
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)
         self._run = _forward_fn(model, plan)
         self._sides: dict[str, SideBatch | None] = {}
         self._idx = np.empty(0, np.int64)
@@ -126,16 +186,35 @@ class PlanRunner:
     def _sink(self, point: CapturePoint, states: torch.Tensor) -> None:
         """Pool one point's states over its side's kept positions, on the device (float32 [b, d])."""
         side = self._sides[point.side]
+        if side.keep.device != states.device:  # a block on another device than the inputs (dispatched model)
+            side = _side_on(side, states.device)
         if self.plan.pooling == "tokens":
             self._pooled[point.name] = states[side.keep].float()
         else:
             self._pooled[point.name] = pool(states, side.keep, self.plan.pooling, side.tag)
 
 
+def _side_on(side: SideBatch, device: torch.device) -> SideBatch:
+    """The masks / tag positions of ``side`` on ``device`` (where a dispatched model's block ran)."""
+    import dataclasses
+
+    return dataclasses.replace(side, keep=side.keep.to(device),
+                               tag=side.tag.to(device) if side.tag is not None else None)
+
+
 def _to_host(pooled: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """``{name: float32 [b_i, d_i]}`` on the host, in one device-to-host copy for all of them."""
+    """``{name: float32 [b_i, d_i]}`` on the host, in one device-to-host copy for all of them.
+
+    Rows pooled on several devices (a dispatched model) take one copy per device.
+    """
     if not pooled:
         return {}
+    devices = {t.device for t in pooled.values()}
+    if len(devices) > 1:
+        out: dict[str, np.ndarray] = {}
+        for dev in devices:
+            out.update(_to_host({n: t for n, t in pooled.items() if t.device == dev}))
+        return {n: out[n] for n in pooled}
     names = list(pooled)
     flat = torch.cat([pooled[n].reshape(-1) for n in names]) if len(names) > 1 else pooled[names[0]].reshape(-1)
     host = flat.cpu().numpy()  # the one copy (and synchronisation) of the batch; a view on the CPU

@@ -160,6 +160,17 @@ def data(as_json: bool = flag("--json", help="Print JSON instead of a table.")) 
     console.print("licence 'yes': artifacts derived from it may be shipped; 'no' / 'check': local probing only.")
 
 
+def _device_map(text: str | None) -> str | dict[str, Any] | None:
+    """``--device-map``: None, a strategy name (``auto``) or a JSON object {module: device}."""
+    if text is None or not text.strip().startswith("{"):
+        return text
+    try:
+        return dict(json.loads(text))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"--device-map is not a JSON object: {err}",
+                          hint='e.g. --device-map auto or --device-map \'{"model.encoder": 0, "model.decoder": "cpu"}\'') from err
+
+
 @app.command()
 def capture(
     model: str = typer.Option(..., "--model", "-m", help="Hub id, local folder, or tiny:<family>."),
@@ -188,6 +199,9 @@ def capture(
     include_special: bool = flag("--include-special", help="Pool special tokens too."),
     dtype: str = choice("float32", "--dtype", values=DTYPES, help="Compute precision (results are float32)."),
     device: str = device_option(),
+    device_map: Optional[str] = typer.Option(
+        None, "--device-map", help="Place a checkpoint larger than one device with accelerate: 'auto' or a JSON "
+        "map {module: device|cpu|disk} (hub ids and folders; --device is then not used)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data sampling (--limit)."),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Processes on this machine (launches "
                                         "torchrun, as `torchrun --nproc-per-node N -m xlprobe capture ...`): "
@@ -231,7 +245,7 @@ def capture(
                           f"(from {t['pool']}): {t['n_rows']} rows from {t['n_sources']} texts; dropped "
                           f"{t['dropped_own']} of the target's own language, {t['dropped_groups']} incomplete verse(s)")
         _warn_trained_books(model, ds)
-        m, tok = load_model(model, device=device)
+        m, tok = load_model(model, device=device, device_map=_device_map(device_map))
         store = ActivationStore.open(out)
         before = {k.id for k in store.keys()}
         if layer_spec is None and m.config.is_encoder_decoder and tgt:

@@ -36,8 +36,18 @@ RANDOM_INIT_SEED = 0
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def load_model(spec: str, *, device: str = "cpu", dtype: str = "float32") -> tuple[torch.nn.Module, Any]:
-    """``(model, tokenizer)`` for ``spec`` in eval mode on ``device``."""
+def load_model(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: str | dict[str, Any] | None = None,
+               offload_folder: str | Path | None = None) -> tuple[torch.nn.Module, Any]:
+    """``(model, tokenizer)`` for ``spec`` in eval mode on ``device``.
+
+    ``device_map`` (off by default): ``"auto"`` or ``{module name: device | "cpu" | "disk"}``, handed to
+    ``from_pretrained`` so accelerate places a checkpoint larger than one device over several devices,
+    the CPU and the disk; ``device`` is then not used (the map decides). Disk entries are written to
+    ``offload_folder`` (default: a fresh temporary folder). Hub ids and local folders only: for a
+    ``toy:`` / ``tiny:`` model, ``save_pretrained`` it to a folder first.
+    """
+    if device_map is not None:
+        return _load_mapped(spec, dtype, device, device_map, offload_folder)
     if not spec or not spec.strip():
         raise ConfigError("empty model spec", hint="give a hub id, a local folder, toy:mt or tiny:mbart")
     if dtype not in _TORCH_DTYPES:
@@ -55,6 +65,30 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "float32") -> tup
     else:
         model, tok = _load_auto(spec, dtype)
     model.to(device)
+    model.eval()
+    return model, tok
+
+
+def _load_mapped(spec: str, dtype: str, device: str, device_map: str | dict[str, Any],
+                 offload_folder: str | Path | None) -> tuple[torch.nn.Module, Any]:
+    """A hub id or folder loaded with ``from_pretrained(device_map=...)``, never moved afterwards."""
+    import tempfile
+
+    if not spec or not spec.strip() or spec.startswith(("toy:", "tiny:", RANDOM_INIT)):
+        raise ConfigError(f"device_map is for checkpoints loaded with from_pretrained, not {spec!r}",
+                          hint="save the model with save_pretrained to a folder and load the folder with device_map")
+    if dtype not in _TORCH_DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}", hint="choose one of " + ", ".join(_TORCH_DTYPES))
+    if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        raise ConfigError(f"unknown device_map {device_map!r}",
+                          hint='"auto", or a {module name: device | "cpu" | "disk"} dict')
+    if device not in (None, "cpu"):
+        log.info("device %r not used: device_map %r places the model", device, device_map)
+    if offload_folder is None:
+        offload_folder = tempfile.mkdtemp(prefix="xlprobe-offload-")
+    model, tok = _load_auto(spec, dtype, device_map=device_map, offload_folder=str(offload_folder))
+    log.info("loaded %s over devices %s (offload folder %s)", spec, getattr(model, "hf_device_map", None),
+             offload_folder)
     model.eval()
     return model, tok
 
@@ -125,7 +159,7 @@ def _auto_class(cfg: Any) -> Any:
     return AutoModel
 
 
-def _load_auto(spec: str, dtype: str) -> tuple[torch.nn.Module, Any]:
+def _load_auto(spec: str, dtype: str, **placement: Any) -> tuple[torch.nn.Module, Any]:
     """Load through AutoConfig / Auto* classes, choosing seq2seq, causal LM or bare encoder."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -148,11 +182,16 @@ def _load_auto(spec: str, dtype: str) -> tuple[torch.nn.Module, Any]:
     torch_dtype = _TORCH_DTYPES[dtype]
     path = str(local) if looks_local else spec
     try:
-        model = cls.from_pretrained(path, dtype=torch_dtype)
+        model = cls.from_pretrained(path, dtype=torch_dtype, **placement)
         tok = AutoTokenizer.from_pretrained(path)
     except OSError as err:
         raise ModelNotFoundError(f"cannot load model {spec!r}: {str(err).splitlines()[0]}",
                                  hint="check that the folder holds weights and tokenizer files") from err
+    except ValueError as err:
+        if not placement:
+            raise
+        raise ConfigError(f"cannot place {spec!r} with device_map: {str(err).splitlines()[0]}",
+                          hint='every parameter needs a device: "auto", or a map covering each module') from err
     return model, tok
 
 

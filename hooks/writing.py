@@ -66,6 +66,9 @@ def _info(model: nn.Module, tokenizer: Any, plan: CapturePlan, model_fp: str, to
 
 def _device_of(model: nn.Module) -> str:
     """Where the capture ran (``cpu``, ``cuda:0``...): the device of the model's first parameter."""
+    placed = getattr(model, "hf_device_map", None)
+    if placed and len({str(v) for v in placed.values()}) > 1:  # dispatched by accelerate: every place it uses
+        return "+".join(sorted({str(v) for v in placed.values()}))
     param = next(model.parameters(), None)
     return str(param.device) if param is not None else "cpu"
 

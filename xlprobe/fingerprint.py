@@ -146,7 +146,9 @@ def model_fingerprint(model: torch.nn.Module, *, n_chars: int = 16) -> str:
     Parameters
     ----------
     model : torch.nn.Module
-        Model on any device; meta tensors are refused.
+        Model on any device; a tensor offloaded by accelerate (``meta``, its values behind an offload
+        hook) is read from the hook, so a dispatched model hashes as the same model loaded whole; a
+        meta tensor without values is refused.
     n_chars : int, default 16
         Length of the returned hex digest (at most 64).
 
@@ -193,15 +195,15 @@ def _hash_state(model: torch.nn.Module, state: dict[str, Any]) -> str:
     h = _blake2b()
     h.update(f"class={type(model).__name__}\n".encode())
     seen: dict[tuple[Any, ...], str] = {}
+    offloaded = any(t.device.type == "meta" for t in state.values())
+    objects = model.state_dict(keep_vars=True) if offloaded else {}
     for name in sorted(state):
         t = state[name]
-        if t.device.type == "meta":
-            raise DataError(
-                f"cannot fingerprint {type(model).__name__}: tensor {name!r} is on the meta device",
-                hint="load the weights first (from_pretrained without device_map='meta')",
-            )
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         ident = (str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()))
+        if t.device.type == "meta":  # offloaded by accelerate: its bytes from the hook's weights map
+            ident = ("offloaded", id(objects[name]), t.dtype, tuple(t.shape), tuple(t.stride()))
+            t = _offloaded(model, name)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         if t.numel() and ident in seen:
             h.update(f"|tied:{seen[ident]}\n".encode())
             continue
@@ -209,6 +211,26 @@ def _hash_state(model: torch.nn.Module, state: dict[str, Any]) -> str:
         h.update(b"\n")
         _feed_tensor(h, t)
     return h.hexdigest()
+
+
+def _offloaded(model: torch.nn.Module, name: str) -> torch.Tensor:
+    """The values of an offloaded (meta) tensor, from accelerate's weights map; DataError if no hook holds them.
+
+    A model dispatched with ``device_map`` (disk or CPU offload) keeps such tensors on ``meta`` and their
+    values behind the owning module's ``_hf_hook.weights_map``: hashing those values gives the same
+    fingerprint as the model loaded whole, so its shards share the store's keys.
+    """
+    owners = [(m, mod) for m, mod in model.named_modules()
+              if getattr(getattr(mod, "_hf_hook", None), "weights_map", None) is not None
+              and (m == "" or name.startswith(m + "."))]
+    for m, mod in sorted(owners, key=lambda pair: -len(pair[0])):  # the deepest owner first
+        try:
+            return mod._hf_hook.weights_map[name[len(m) + 1:] if m else name]
+        except KeyError:
+            continue
+    raise DataError(f"cannot fingerprint {type(model).__name__}: tensor {name!r} is on the meta device and no "
+                    "offload hook holds its values", hint="load the weights first (from_pretrained with the "
+                    "weights in memory, or through accelerate's device_map / offload_folder)")
 
 
 def library_versions() -> dict[str, str | None]:

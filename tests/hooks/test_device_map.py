@@ -106,3 +106,19 @@ def test_cli_capture_with_a_device_map(saved, tmp_path):
         assert mapped.entry(key)["info"]["device"] == "cpu"
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--device-map", "{cpu"])
     assert res.exit_code != 0 and "JSON" in res.output
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_an_offloaded_model_writes_the_same_shards_as_the_model_loaded_whole(saved, plain, tmp_path):
+    from xlprobe.fingerprint import model_fingerprint
+    from xlprobe.store import ActivationStore
+
+    model, tok, want = plain
+    split, tok2 = load_model(str(saved), device_map=SPLIT, offload_folder=tmp_path / "off")
+    assert model_fingerprint(split) == model_fingerprint(model)  # offloaded values read from the hooks
+    store = ActivationStore.open(tmp_path / "store")
+    keys = extract(split, tok2, TEXTS, "encoder.*", src_lang="en_XX", batch_size=8, store=store)
+    for key in keys:
+        np.testing.assert_allclose(store.read(key), want[store.entry(key)["info"]["alias"]], rtol=0, atol=1e-6)
+        assert store.entry(key)["info"]["device"] == "cpu+disk"
+    assert store.verify() == []

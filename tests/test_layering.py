@@ -40,7 +40,7 @@ STAGE_OF = (
     ("xlprobe.comparisons", "runner"), ("xlprobe.probe_suite", "runner"), ("xlprobe.similarity", "runner"),
     ("xlprobe.intervene", "runner"), ("xlprobe.path_metrics", "runner"), ("xlprobe.suite", "runner"),
     ("xlprobe.report", "runner"), ("xlprobe.findings", "runner"), ("xlprobe.claims", "runner"),
-    ("xlprobe.cli_study", "runner"), ("xlprobe.suite_plan", "runner"), ("xlprobe.suite_estimate", "runner"),
+    ("xlprobe.cli_study", "runner"), ("xlprobe.devices", "runner"), ("xlprobe.suite_plan", "runner"), ("xlprobe.suite_estimate", "runner"),
     ("xlprobe.suite_steps", "runner"),
     ("xlprobe.__main__", "runner"),
     ("xlprobe", "runner"),  # the package's __init__: the public API, re-exported lazily from every stage

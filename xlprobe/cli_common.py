@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from xlprobe.errors import ConfigError, XlprobeError
+from xlprobe.devices import rank_device, resolve_device
+from xlprobe.errors import XlprobeError
 
 __all__ = ["rank_device", "console", "err_console", "fail", "flag", "choice", "did_you_mean", "progress_lines", "say",
            "quiet_model_loading", "BATCH_SIZE_HELP", "MAX_LENGTH_HELP", "DEVICE_HELP", "device_option",
@@ -60,58 +61,6 @@ def choice(default: str | None, *decls: str, values: Sequence[str], help: str) -
         return value
 
     return typer.Option(default, *decls, help=help, callback=check, metavar="|".join(allowed))
-
-
-def resolve_device(value: str) -> str:
-    """The torch device ``value`` names, checked against this machine (``auto`` resolved); no model is loaded.
-
-    ``auto``: ``cuda`` when ``torch.cuda.is_available()``, else ``mps`` when available, else ``cpu``.
-    ``cuda`` / ``cuda:N`` without such a GPU, ``mps`` without Apple's backend, or a name torch does not
-    know raise :class:`~xlprobe.errors.ConfigError` saying what is missing and the fix (``--device cpu``
-    or ``--device auto``).
-    """
-    text = str(value).strip().lower()
-    if text == "cpu":  # the default: no torch import, no check
-        return "cpu"
-    import torch
-
-    if text == "auto":
-        if torch.cuda.is_available():
-            return rank_device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    try:
-        dev = torch.device(text)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"unknown device {value!r}", hint="use cpu, cuda, cuda:N (e.g. cuda:1), mps or auto") \
-            from None
-    fix = "use --device cpu, or --device auto (the GPU when there is one, else the CPU)"
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = ("this torch build has no CUDA support" if torch.version.cuda is None
-                   else "torch finds no usable CUDA GPU (driver or CUDA_VISIBLE_DEVICES)")
-            raise ConfigError(f"device {value!r} asked for, but {why} (torch {torch.__version__})", hint=fix)
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise ConfigError(f"device {value!r} asked for, but torch sees {count} GPU(s) (cuda:0 to cuda:{count - 1})",
-                              hint=f"use cuda:0 to cuda:{count - 1}, --device cuda (the first) or --device cpu")
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError(f"device {value!r} asked for, but torch's MPS backend (Apple GPUs) is not available "
-                              "here", hint=fix)
-    elif dev.type != "cpu":
-        raise ConfigError(f"device {value!r} is not one xlprobe runs on", hint="use cpu, cuda, cuda:N, mps or auto")
-    return rank_device(str(dev))
-
-
-def rank_device(device: str) -> str:
-    """Under torchrun, a bare ``cuda`` is this process's GPU, ``cuda:$LOCAL_RANK``; anything else unchanged."""
-    import os
-
-    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
-        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return device
 
 
 def device_option(default: str = "cpu") -> Any:

@@ -392,7 +392,7 @@ def load_suite(path: str | Path, *, check_models: bool = False) -> Suite:
 
 def _check_device(suite: Suite, file: str, text: str) -> None:
     """The suite's ``device:`` exists on this machine (``cuda`` without a GPU is refused at its line)."""
-    from xlprobe.cli_common import resolve_device
+    from xlprobe.devices import resolve_device
 
     try:
         resolve_device(suite.device)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def suite_device(suite: Suite) -> str:
     """The torch device the suite's ``device:`` names on this machine (``auto`` resolved; ConfigError if absent)."""
-    from xlprobe.cli_common import resolve_device
+    from xlprobe.devices import resolve_device
 
     return resolve_device(suite.device)
 

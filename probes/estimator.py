@@ -16,7 +16,9 @@ typical column scale) is treated as constant: centred, never scaled up to unit v
 
 Randomness (initialisation, dropout, minibatch order, validation split) comes from ``random_state``
 alone (``None``: 0, or the ``seed`` of the function that runs the probe, such as ``probe_layers``);
-the global torch RNG is left as it was. Predictions are computed in float64 on the CPU, so a row's
+the global torch RNG is left as it was. ``X`` and ``y`` may be torch tensors on any device and of any
+float dtype (bfloat16, float16): they are read once onto the host (:func:`to_host`) and checked as numpy
+arrays, so a fit on tensors equals the fit on the same arrays; the fit then runs on ``device``. Predictions are computed in float64 on the CPU, so a row's
 prediction does not depend on the other rows it is predicted with.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import warnings
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
@@ -34,7 +37,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from xlprobe.errors import ConfigError, DataError
 
-__all__ = ["TorchProbe", "NOISE_FLOOR", "check_random_state"]
+__all__ = ["TorchProbe", "NOISE_FLOOR", "check_random_state", "to_host"]
 
 #: A column whose standard deviation is at most this fraction of the layer's typical column scale (the
 #: median over columns of the root mean square) is constant for standardisation. float32 activations
@@ -54,6 +57,16 @@ def check_random_state(v: Any) -> int:
     return int(v)
 
 
+def to_host(a: Any) -> Any:
+    """A torch tensor as a numpy array (detached, on the CPU; float16 / bfloat16 as float32); anything else as is."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach()
+        if a.is_floating_point() and a.dtype not in (torch.float32, torch.float64):
+            a = a.float()
+        return a.cpu().numpy()
+    return a
+
+
 class TorchProbe(ClassifierMixin, BaseEstimator):
     """Shared parts: input checks, standardisation, class weights, prediction from float64 logits."""
 
@@ -71,7 +84,9 @@ class TorchProbe(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}; got {cw!r}")
 
     def _validate(self, X: Any, y: Any = "no_validation", *, reset: bool) -> Any:
-        """scikit-learn's ``validate_data``; its ValueErrors (same text) become DataError with a hint."""
+        """scikit-learn's ``validate_data`` on the host copy of torch tensors (:func:`to_host`); its
+        ValueErrors (same text) become DataError with a hint."""
+        X, y = to_host(X), (y if isinstance(y, str) else to_host(y))
         try:
             if reset:  # float32 stays float32 (standardised in float32 below: no float64 copy of a layer)
                 return validate_data(self, X, y, dtype=(np.float64, np.float32), ensure_min_samples=2)

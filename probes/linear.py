@@ -269,10 +269,6 @@ class LinearProbe(TorchProbe):
         self.random_state = random_state
         self.device = device
 
-    def _validate(self, X: Any, y: Any = "no_validation", *, reset: bool) -> Any:
-        """As :class:`TorchProbe`'s, after bringing torch tensors (any device, any float dtype) to the host."""
-        return super()._validate(_host(X), y if isinstance(y, str) else _host(y), reset=reset)
-
     def fit(self, X: Any, y: Any, groups: Any = None) -> LinearProbe:
         """Fit on X [n, d] and labels y [n] (``groups`` is accepted for a common signature and ignored)."""
         if not isinstance(self.warm_start, bool):
@@ -333,17 +329,6 @@ class LinearProbe(TorchProbe):
         s = Z @ self.coef_.T + self.intercept_
         return s[:, 0] if s.shape[1] == 1 else s
 
-
-
-
-def _host(a: Any) -> Any:
-    """A torch tensor as a numpy array (detached, on the CPU; float16 / bfloat16 as float32); anything else as is."""
-    if isinstance(a, torch.Tensor):
-        a = a.detach()
-        if a.is_floating_point() and a.dtype not in (torch.float32, torch.float64):
-            a = a.float()
-        return a.cpu().numpy()
-    return a
 
 
 def fit_many(probe: LinearProbe, problems: Iterable[tuple[Any, Any]]) -> list[LinearProbe]:

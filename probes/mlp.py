@@ -17,7 +17,7 @@ from torch import nn
 
 from xlprobe.errors import ConfigError, DataError
 from xlprobe.probes.arrays import check_float, check_int
-from xlprobe.probes.estimator import TorchProbe, check_random_state
+from xlprobe.probes.estimator import TorchProbe, check_random_state, to_host
 
 __all__ = ["MLPProbe"]
 
@@ -51,6 +51,8 @@ class MLPProbe(TorchProbe):
     validation_fraction : float, default 0.1
     patience : int, default 10
     standardize, class_weight, device : as :class:`LinearProbe`.
+        ``X``, ``y`` (and ``groups``) may be torch tensors on any device and of any float dtype: they are
+        read once onto the host, the fit then runs on ``device`` and equals the fit on the same numpy arrays.
     random_state : int or None, default None
         Seeds initialisation, dropout, minibatch order and the validation split (None: 0).
 
@@ -109,7 +111,7 @@ class MLPProbe(TorchProbe):
             perm = rng.permutation(n)
             k = max(1, int(round(self.validation_fraction * n)))
             return np.sort(perm[k:]), np.sort(perm[:k])
-        g = np.asarray(groups)
+        g = np.asarray(to_host(groups))
         if g.ndim != 1 or g.shape[0] != n:
             raise DataError(f"groups must be 1-D with one entry per row of X ({n}); got shape {g.shape}")
         units, inv = np.unique(g, return_inverse=True)

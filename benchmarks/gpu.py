@@ -13,7 +13,9 @@ For each dtype and batch size, on the same real verses (the shipped toy tokenize
 * ``bare full``: the whole seq2seq forward (decoder and LM head), what a user calling ``model(...)`` pays.
 
 and reports sentences per second, the capture's overhead over the bare encoder (median of per-round ratios)
-and the lead of an encoder-only capture over the full forward. Then CKA (debiased, linear) and a linear
+and the lead of an encoder-only capture over the full forward. Then the same capture written into an
+activation store (every encoder point, chunks of an eighth of the texts, a fresh store each round), with the
+store's writes and commits overlapped with the forward passes (the default) and serial, ABBA. Then CKA (debiased, linear) and a linear
 probe fit on n x 1024 states, on device tensors against CPU numpy arrays, when xlprobe's measures accept
 tensors. Results are printed and written to ``benchmarks/results/gpu-<device>-<date>.json``.
 """
@@ -114,6 +116,40 @@ def bench_capture(model: Any, tok: Any, records: Any, device: Any, dtype: str, b
             "full_forward_over_capture": statistics.median(lead), "seconds": times}
 
 
+def bench_store(model: Any, tok: Any, records: Any, device: Any, dtype: str, batch: int, rounds: int,
+                where: Path) -> dict[str, Any]:
+    """Sentences/s of a capture into a fresh store, writes overlapped with the forward vs serial."""
+    import shutil
+
+    from xlprobe.hooks.plan import plan_capture
+    from xlprobe.hooks.runner import PlanRunner
+    from xlprobe.hooks.writing import write_plan
+    from xlprobe.store import ActivationStore
+
+    chunk = max(batch, len(records) // 8)
+    plan = plan_capture(model, tok, records, "encoder.*", dtype=dtype, batch_size=batch, max_length=128,
+                        chunk_size=chunk)
+    runner = PlanRunner(model, plan)
+    model.eval()
+
+    def capture(overlap: bool) -> None:
+        shutil.rmtree(where, ignore_errors=True)
+        write_plan(ActivationStore.open(where), model, tok, plan, runner, overlap=overlap)
+
+    modes = {"overlapped": lambda: capture(True), "serial": lambda: capture(False)}
+    for fn in modes.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in modes}
+    for r in range(rounds):
+        for k in (list(modes) if r % 2 == 0 else list(reversed(modes))):
+            times[k].append(timed(modes[k], device))
+    shutil.rmtree(where, ignore_errors=True)
+    ratio = [s / o for s, o in zip(times["serial"], times["overlapped"])]
+    return {"batch": batch, "dtype": dtype, "texts": len(records), "chunk": chunk, "points": len(plan.points),
+            "sentences_per_s": {k: len(records) / statistics.median(v) for k, v in times.items()},
+            "serial_over_overlapped": statistics.median(ratio), "seconds": times}
+
+
 def bench_measures(device: Any, n: int, d: int, rounds: int) -> dict[str, Any]:
     """Debiased linear CKA and a linear probe fit: device tensors against CPU numpy, same data."""
     import numpy as np
@@ -150,6 +186,8 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=None, help="verses per timing (default 256; quick: 16)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5; quick: 2)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/gpu-...json)")
+    ap.add_argument("--store-dir", type=Path, default=Path("/tmp/xlprobe-gpu-bench-store"),
+                    help="where the store benchmark writes (deleted after each round; put it on the disk to test)")
     args = ap.parse_args()
 
     import torch
@@ -182,6 +220,15 @@ def main() -> None:
                        f"{s['bare full']:.1f}", f"{r['capture_over_bare_encoder']:.3f}",
                        f"{r['full_forward_over_capture']:.2f}"), widths))
             results["capture"].append(r)
+    results["store"] = []
+    print(row(("dtype", "batch", "chunk", "overlap/s", "serial/s", "serial/ovl"), widths[:6]))
+    for dtype in dtypes[:1]:
+        for batch in batches[-1:]:
+            r = bench_store(model, tok, texts, device, dtype, batch, rounds, args.store_dir)
+            s = r["sentences_per_s"]
+            print(row((dtype, str(batch), str(r["chunk"]), f"{s['overlapped']:.1f}", f"{s['serial']:.1f}",
+                       f"{r['serial_over_overlapped']:.3f}"), widths[:6]))
+            results["store"].append(r)
     results["measures"] = bench_measures(device, 512 if quick else 4096, 64 if quick else 1024, rounds)
     print("measures:", {k: v for k, v in results["measures"].items()})
     stamp = time.strftime("%Y-%m-%d")

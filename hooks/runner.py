@@ -25,7 +25,7 @@ from xlprobe.hooks.plan import CapturePlan
 from xlprobe.hooks.pooling import pool
 from xlprobe.types import CapturePoint
 
-__all__ = ["PlanRunner", "input_device", "is_dispatched", "token_layout", "token_rows", "progress_bar"]
+__all__ = ["PlanRunner", "PendingRows", "input_device", "is_dispatched", "token_layout", "token_rows", "progress_bar"]
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -167,6 +167,15 @@ class PlanRunner:
         Pooling runs on the model's device inside the hooks; the batch's pooled rows of every point then
         leave the device together, in one copy (one synchronisation per batch, however many points).
         """
+        return self.submit(idx).result()
+
+    def submit(self, idx: np.ndarray) -> PendingRows:
+        """Run one batch and start its rows' copy to the host; :meth:`PendingRows.result` waits for them.
+
+        On a CUDA device the copy goes into pinned host memory without blocking (an event marks its end),
+        so the caller can launch the next batch while this one's rows travel; elsewhere the rows are on the
+        host when this returns. Either way nothing is checked until ``result()``.
+        """
         plan = self.plan
         src, dec = plan.batch(idx, self.device)
         self._sides = {"encoder": src, "decoder": src if plan.src_is_decoder else dec}
@@ -175,13 +184,8 @@ class PlanRunner:
                 Capture(self.model, plan.points, self._sink, stop_after=plan.points[-1]):
             self._run(src, dec)
         pooled, self._pooled = self._pooled, {}
-        out = _to_host(pooled)
-        for name, vals in out.items():  # checked on what is kept: [b, d] on the host, not [b, t, d]
-            if not np.isfinite(vals).all():
-                raise NumericalError(
-                    f"non-finite activations (inf / NaN) at {name} in dtype {plan.dtype}, batch of records "
-                    f"{idx[:8].tolist()}...", hint="capture in dtype='float32' (float16 overflows first)")
-        return out
+        rows, ready = _to_host(pooled)
+        return PendingRows(rows, ready, idx, plan.dtype)
 
     def _sink(self, point: CapturePoint, states: torch.Tensor) -> None:
         """Pool one point's states over its side's kept positions, on the device (float32 [b, d])."""
@@ -202,28 +206,68 @@ def _side_on(side: SideBatch, device: torch.device) -> SideBatch:
                                tag=side.tag.to(device) if side.tag is not None else None)
 
 
-def _to_host(pooled: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """``{name: float32 [b_i, d_i]}`` on the host, in one device-to-host copy for all of them.
+def _to_host(pooled: dict[str, torch.Tensor]) -> tuple[dict[str, np.ndarray], Any]:
+    """``{name: float32 [b_i, d_i]}`` on the host, in one device-to-host copy for all of them, and its event.
 
-    Rows pooled on several devices (a dispatched model) take one copy per device.
+    From one CUDA device the copy is asynchronous, into pinned memory: the event (``torch.cuda.Event``)
+    says when the rows are there; otherwise the event is None and the rows are ready. Rows pooled on
+    several devices (a dispatched model) take one synchronous copy per device.
     """
     if not pooled:
-        return {}
+        return {}, None
     devices = {t.device for t in pooled.values()}
     if len(devices) > 1:
         out: dict[str, np.ndarray] = {}
         for dev in devices:
-            out.update(_to_host({n: t for n, t in pooled.items() if t.device == dev}))
-        return {n: out[n] for n in pooled}
+            part, ready = _to_host({n: t for n, t in pooled.items() if t.device == dev})
+            if ready is not None:
+                ready.synchronize()
+            out.update(part)
+        return {n: out[n] for n in pooled}, None
     names = list(pooled)
     flat = torch.cat([pooled[n].reshape(-1) for n in names]) if len(names) > 1 else pooled[names[0]].reshape(-1)
-    host = flat.cpu().numpy()  # the one copy (and synchronisation) of the batch; a view on the CPU
+    ready = None
+    if flat.device.type == "cuda":  # pinned host memory (torch's caching host allocator), copied without blocking
+        host_t = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+        host_t.copy_(flat, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(flat.device))
+    else:
+        host_t = flat.cpu()  # the one copy (and synchronisation) of the batch; a view on the CPU
+    host = host_t.numpy()
     out, at = {}, 0
     for n in names:
         size = pooled[n].numel()
         out[n] = host[at:at + size].reshape(pooled[n].shape)
         at += size
-    return out
+    return out, ready
+
+
+class PendingRows:
+    """One batch's pooled rows on their way to the host (from :meth:`PlanRunner.submit`).
+
+    :meth:`result` waits for the copy (when it was asynchronous) and checks the rows are finite, so the
+    check runs where the rows are read: on a store's writer thread, the forward of the next batch is not
+    held up by it.
+    """
+
+    def __init__(self, rows: dict[str, np.ndarray], ready: Any, idx: np.ndarray, dtype: str) -> None:
+        self.idx, self._rows, self._ready, self._dtype = idx, rows, ready, dtype
+
+    def __repr__(self) -> str:
+        return f"PendingRows({len(self.idx)} records, {len(self._rows)} point(s), ready={self._ready is None})"
+
+    def result(self) -> dict[str, np.ndarray]:
+        """``{point name: float32 rows}`` on the host; NumericalError on inf / NaN."""
+        if self._ready is not None:
+            self._ready.synchronize()
+            self._ready = None
+        for name, vals in self._rows.items():  # checked on what is kept: [b, d] on the host, not [b, t, d]
+            if not np.isfinite(vals).all():
+                raise NumericalError(
+                    f"non-finite activations (inf / NaN) at {name} in dtype {self._dtype}, batch of records "
+                    f"{self.idx[:8].tolist()}...", hint="capture in dtype='float32' (float16 overflows first)")
+        return self._rows
 
 
 def token_layout(enc: Encoded) -> dict[str, np.ndarray]:

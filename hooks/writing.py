@@ -7,6 +7,7 @@ arrays; shards already complete are skipped without a forward pass.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from xlprobe.hooks.committer import Committer
 from xlprobe.hooks.memory import MemoryTrimmer
 from xlprobe.hooks.plan import CapturePlan
 from xlprobe.hooks.runner import progress_bar, token_layout, token_rows
@@ -74,8 +76,15 @@ def _device_of(model: nn.Module) -> str:
 
 
 def write_plan(store: Any, model: nn.Module, tokenizer: Any, plan: CapturePlan, forward: Forward, *,
-               provenance: dict[str, Any] | None = None, progress: bool = False) -> list[StoreKey]:
-    """Write every planned point's shard chunk by chunk, skipping what a previous run committed."""
+               provenance: dict[str, Any] | None = None, progress: bool = False,
+               overlap: bool = True) -> list[StoreKey]:
+    """Write every planned point's shard chunk by chunk, skipping what a previous run committed.
+
+    With ``overlap`` (the default) the rows are written and the chunks committed on a background thread
+    (:class:`~xlprobe.hooks.committer.Committer`) while the next batches run; a ``forward`` with a
+    ``submit`` method (:class:`~xlprobe.hooks.runner.PlanRunner`) also leaves each batch's copy to the host
+    and its finiteness check to that thread. The shards are the same either way.
+    """
     from xlprobe.fingerprint import model_fingerprint
 
     model_fp, tokenizer_fp = model_fingerprint(model), tokenizer_fingerprint(tokenizer)
@@ -109,21 +118,34 @@ def write_plan(store: Any, model: nn.Module, tokenizer: Any, plan: CapturePlan, 
         ctx, advance = progress_bar(progress, left, what)
         stack.enter_context(ctx)
         trim = MemoryTrimmer()
-        for c in todo_chunks:
-            for idx in plan.batches(*chunks[c]):
-                res = forward(idx)
-                for name, w in writers.items():
-                    if c in pending[name]:
-                        w.write(idx if name not in ptrs else token_rows(ptrs[name], idx), res[name])
-                advance(len(idx))
-                trim.after_batch()
-            for name, w in writers.items():
-                if c in pending[name]:
-                    w.commit(c)
-            trim.now()
+        submit = getattr(forward, "submit", None)
+        with Committer(background=overlap) as jobs:
+            for c in todo_chunks:
+                mine = {name: w for name, w in writers.items() if c in pending[name]}
+                for idx in plan.batches(*chunks[c]):
+                    rows = submit(idx) if submit is not None else forward(idx)
+                    jobs.submit(functools.partial(_write_batch, mine, ptrs, idx, rows))
+                    advance(len(idx))
+                    trim.after_batch()
+                jobs.submit(functools.partial(_commit, mine, c))
+                trim.now()
+            jobs.drain()
         for w in writers.values():
             w.finalize()
     return list(keys.values())
+
+
+def _write_batch(writers: dict[str, Any], ptrs: dict[str, np.ndarray], idx: np.ndarray, rows: Any) -> None:
+    """Write one batch's rows (a dict, or PendingRows to wait for and check) into each writer of its chunk."""
+    res = rows.result() if hasattr(rows, "result") else rows
+    for name, w in writers.items():
+        w.write(idx if name not in ptrs else token_rows(ptrs[name], idx), res[name])
+
+
+def _commit(writers: dict[str, Any], chunk: int) -> None:
+    """Commit one chunk in each writer that had it pending."""
+    for w in writers.values():
+        w.commit(chunk)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -13,7 +13,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
 def test_the_gpu_benchmark_runs_on_cpu_and_writes_its_table(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out)],
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out),
+                           "--store-dir", str(tmp_path / "store")],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     res = json.loads(out.read_text())
@@ -21,6 +22,9 @@ def test_the_gpu_benchmark_runs_on_cpu_and_writes_its_table(tmp_path):
     assert res["device"] == "cpu" and cap["dtype"] == "float32" and cap["texts"] == 16
     assert set(cap["sentences_per_s"]) == {"bare encoder", "xlprobe encoder", "bare full"}
     assert all(v > 0 for v in cap["sentences_per_s"].values()) and cap["capture_over_bare_encoder"] > 0
+    (store,) = res["store"]
+    assert set(store["sentences_per_s"]) == {"overlapped", "serial"} and store["chunk"] == 8
+    assert store["serial_over_overlapped"] > 0 and not (tmp_path / "store").exists()
     cka = res["measures"]["cka"]
     assert isinstance(cka, str) or abs(cka["value_numpy"] - cka["value_torch"]) < 1e-5
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import uuid
 from collections.abc import Callable
@@ -16,8 +17,8 @@ from pathlib import Path
 
 from xlprobe.fingerprint import hash_file
 
-__all__ = ["CHECKSUM_ALGORITHM", "atomic_write", "checksum", "fsync_dir", "fsync_file", "replace", "temp_path",
-           "unlink"]
+__all__ = ["CHECKSUM_ALGORITHM", "atomic_write", "checksum", "fsync_dir", "fsync_file", "replace",
+           "remove_orphan_temps", "temp_path", "unlink"]
 
 #: The hash named at the front of every checksum.
 CHECKSUM_ALGORITHM = "blake2b"
@@ -76,6 +77,34 @@ def temp_path(path: str | os.PathLike[str]) -> Path:
     """A fresh hidden name beside ``path`` (pid and random suffix), for a file to rename onto it."""
     p = Path(path)
     return p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process with this id exists (ours, or another user's: not ours to judge)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_orphan_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temp files of :func:`atomic_write` for ``path`` left by processes that no longer run.
+
+    A process killed between writing its temp file and renaming it (SIGKILL, a crash, an OOM kill) leaves
+    ``.<name>.<pid>.<hex>.tmp`` beside ``path``; the target itself is intact (old or new). Temp files of a
+    live process id are kept: it may still rename them. Returns what was removed.
+    """
+    p = Path(path)
+    gone = []
+    for tmp in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):
+        pid = tmp.name[len(p.name) + 2:].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            unlink(tmp)
+            gone.append(tmp)
+    return gone
 
 
 def _write_new(tmp: Path, data: bytes) -> None:

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from xlprobe.durable import atomic_write, fsync_file, replace, unlink
+from xlprobe.durable import atomic_write, fsync_file, remove_orphan_temps, replace, unlink
 from xlprobe.errors import DataError, StoreError
 from xlprobe.fingerprint import hash_array
 from xlprobe.shard import ShardLayout, ShardPaths, describe_key, file_checksum, header_bytes
@@ -131,6 +131,8 @@ class ShardWriter:
 
     def _open(self) -> None:
         """Resume a matching partial shard, or start a fresh temp file; then map it."""
+        for orphan in remove_orphan_temps(self.progress_path):  # a run killed inside a commit
+            logger.info("removed %s, left by a killed run (the progress file it would replace is intact)", orphan)
         if not self.tmp_path.exists() and self.path.exists() and self.progress_path.exists():
             logger.info("recovering %s: renamed into place but never registered", self.path)
             replace(self.path, self.tmp_path)  # a crash inside finalize: resume from the tmp state

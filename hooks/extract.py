@@ -24,7 +24,14 @@ from xlprobe.errors import ConfigError
 from xlprobe.hooks.distributed import write_plan_ranked
 from xlprobe.hooks.memory import MemoryTrimmer
 from xlprobe.hooks.plan import MAX_BATCH_SIZE, CapturePlan, plan_capture
-from xlprobe.hooks.runner import PlanRunner, is_dispatched, progress_bar, token_layout, token_rows
+from xlprobe.hooks.runner import (
+    PendingRows,
+    PlanRunner,
+    is_dispatched,
+    progress_bar,
+    token_layout,
+    token_rows,
+)
 from xlprobe.types import CapturePoint, Dataset, LayerSpec, Record, StoreKey
 
 __all__ = ["extract", "run_plan", "describe_points", "Activations", "TokenStates", "MAX_BATCH_SIZE"]
@@ -196,22 +203,38 @@ def run_plan(model: nn.Module, tokenizer: Any, plan: CapturePlan, *, store: Any 
 
 
 def _in_memory(plan: CapturePlan, forward: PlanRunner, progress: bool) -> dict[str, Any]:
-    """Fill arrays in input order, batch by batch."""
+    """Fill arrays in input order, batch by batch; a batch's rows are read once the next one is launched.
+
+    On a CUDA device :meth:`PlanRunner.submit` returns before the rows reach the host, so the next batch's
+    tokens and kernels are sent while they travel; elsewhere the rows are ready at once and this is the
+    plain loop.
+    """
     tokens = plan.pooling == "tokens"
     layouts = {p.name: token_layout(plan.encoded(p.side)) for p in plan.points} if tokens else {}
     out: dict[str, np.ndarray] = {}
+
+    def keep(pending: PendingRows) -> None:
+        idx = pending.idx
+        for name, vals in pending.result().items():
+            if name not in out:
+                rows = int(layouts[name]["row_ptr"][-1]) if tokens else plan.n
+                out[name] = np.empty((rows, vals.shape[1]), np.float32)
+            out[name][token_rows(layouts[name]["row_ptr"], idx) if tokens else idx] = vals
+        advance(len(idx))
+
     ctx, advance = progress_bar(progress, plan.n)
     trim = MemoryTrimmer()
     with ctx:
         for lo, hi in plan.chunks():
+            last = None
             for idx in plan.batches(lo, hi):
-                for name, vals in forward(idx).items():
-                    if name not in out:
-                        rows = int(layouts[name]["row_ptr"][-1]) if tokens else plan.n
-                        out[name] = np.empty((rows, vals.shape[1]), np.float32)
-                    out[name][token_rows(layouts[name]["row_ptr"], idx) if tokens else idx] = vals
-                advance(len(idx))
+                pending = forward.submit(idx)
+                if last is not None:
+                    keep(last)
+                last = pending
                 trim.after_batch()
+            if last is not None:
+                keep(last)
             trim.now()
     if tokens:
         return {k: TokenStates(out[k], **layouts[k]) for k in out}

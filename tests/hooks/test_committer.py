@@ -189,3 +189,29 @@ def test_orphan_temps_of_dead_processes_are_removed_live_ones_kept(tmp_path):
         p.write_text("half")
     assert remove_orphan_temps(target) == [orphan]
     assert not orphan.exists() and live.exists() and other.exists() and target.read_text() == "{}"
+
+
+def test_in_memory_capture_reads_a_batch_after_launching_the_next(tiny_model, verses, monkeypatch):
+    from xlprobe.hooks.extract import extract
+
+    model, tok = tiny_model("mbart")
+    ref = extract(model, tok, verses, "encoder.*", batch_size=8, chunk_size=24)
+    events, original = [], PlanRunner.submit
+
+    class Logged(PendingRows):
+        def result(self):
+            events.append(("read", int(self.idx[0])))
+            return super().result()
+
+    def submit(self, idx):
+        got = original(self, idx)
+        events.append(("run", int(idx[0])))
+        return Logged(got.result(), None, got.idx, "float32")
+
+    monkeypatch.setattr(PlanRunner, "submit", submit)
+    events.clear()
+    got = extract(model, tok, verses, "encoder.*", batch_size=8, chunk_size=24)
+    kinds = [k for k, _ in events if k in ("run", "read")]
+    assert kinds[:4] == ["run", "run", "read", "run"]  # batch 1 launched before batch 0 is read
+    assert kinds.count("run") == kinds.count("read")
+    assert all(np.array_equal(got[a], ref[a]) for a in ref)

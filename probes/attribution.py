@@ -44,7 +44,7 @@ from xlprobe.probes.weights import parameter_place
 from xlprobe.registry import register_measure
 from xlprobe.results import make_row, results_frame
 
-__all__ = ["ParameterPathAttribution", "gauss_legendre", "GROUPINGS"]
+__all__ = ["ParameterPathAttribution", "gauss_legendre", "path_points", "GROUPINGS"]
 
 #: How attribution rows are pooled: per parameter tensor, per layer, per module type, per (layer, module).
 GROUPINGS = ("param", "layer", "module", "layer_module")
@@ -54,6 +54,12 @@ def gauss_legendre(n_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes in (0, 1) and weights (summing to 1) of the n-point Gauss-Legendre rule."""
     x, w = np.polynomial.legendre.leggauss(check_int("n_steps", n_steps, 1))
     return (x + 1.0) / 2.0, w / 2.0
+
+
+def path_points(start: torch.Tensor, diff: torch.Tensor, nodes: np.ndarray) -> torch.Tensor:
+    """[k, *shape] theta(t) = start + t diff at each node, in the dtype and on the device of ``diff``."""
+    t = torch.as_tensor(nodes, dtype=torch.float64).to(device=diff.device, dtype=diff.dtype)
+    return start + t.view(-1, *([1] * diff.ndim)) * diff  # diff's dtype: a float32 t would promote fp16 tensors
 
 
 def _group(name: str, groups: str) -> str:
@@ -99,6 +105,8 @@ class ParameterPathAttribution:
         ----------
         model_a, model_b : torch.nn.Module
             Two checkpoints of one architecture (same parameter names and shapes); neither is modified.
+            The work runs on ``model_a``'s device (its working copy, the path, the gradients); ``model_b``'s
+            parameters are copied there. M_a and M_b are taken on each model where it is.
         groups : {"param", "layer", "module", "layer_module"}
             How the per-tensor attributions are summed in the rows.
         n_steps : int
@@ -157,9 +165,7 @@ class ParameterPathAttribution:
                diff: dict[str, torch.Tensor], nodes: np.ndarray, weights: np.ndarray,
                total: dict[str, float]) -> None:
         """Add sum_j w_j <grad M(theta(t_j)), diff> per tensor for a chunk of nodes: vmap, one backward."""
-        t = torch.as_tensor(nodes, dtype=torch.float64)
-        stacked = {n: (start[n] + t.to(diff[n].dtype).view(-1, *([1] * diff[n].ndim)) * diff[n]).requires_grad_(True)
-                   for n in names}  # each tensor keeps its own dtype (a float32 t would promote fp16 ones)
+        stacked = {n: path_points(start[n], diff[n], nodes).requires_grad_(True) for n in names}
         shell = _MetricShell(work, self._metric)
 
         def one_node(node_params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -176,7 +182,7 @@ class ParameterPathAttribution:
         if values.shape != (len(nodes),):
             raise DataError(f"metric_fn under vmap returned shape {tuple(values.shape)}, not one value per node",
                             hint="return a scalar tensor")
-        objective = (values * torch.as_tensor(weights, dtype=values.dtype)).sum()
+        objective = (values * torch.as_tensor(weights, dtype=values.dtype, device=values.device)).sum()
         leaves = [stacked[n] for n in names]
         grads = torch.autograd.grad(objective, leaves, allow_unused=True) if objective.requires_grad \
             else [None] * len(leaves)
@@ -199,7 +205,7 @@ class ParameterPathAttribution:
                 raise DataError(f"parameter {n!r} has shape {tuple(pa[n].shape)} and {tuple(pb[n].shape)}",
                                 hint="attribute between checkpoints of one architecture")
         start = {n: p.detach().clone() for n, p in pa.items()}
-        diff = {n: (pb[n].detach() - pa[n].detach()).to(pa[n].dtype) for n in pa}
+        diff = {n: (pb[n].detach().to(pa[n].device) - pa[n].detach()).to(pa[n].dtype) for n in pa}  # on A's device
         return list(pa), start, diff
 
     @staticmethod

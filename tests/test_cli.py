@@ -283,3 +283,48 @@ def test_weights_ranks_layers_and_modules_against_the_control(tmp_path):
     assert set(df.checkpoint) == {"toy:mt", "toy:lm-cont"} and set(df.ref_checkpoint) == {"toy:lm"}
     bad = runner.invoke(app, ["weights", "toy:lm", "tiny:bart"])
     assert bad.exit_code == 2 and "second" in bad.output
+
+
+# ------------------------------------------------------------------ --device of the suite commands
+DEVICE_SUITE = """name: d
+checkpoints: [{model: toy:lm, role: base}, toy:mt]
+data: {corpus: bible, languages: [en, fr], books: [Ruth], size: 4}
+measures: [transfer.gap: {task: book}, attribution.path: {n_steps: 2}]
+"""
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for machines without a GPU")
+@pytest.mark.parametrize("command", [["run", "SUITE"], ["demo"], ["compare", "toy:lm", "toy:mt"]])
+def test_suite_commands_refuse_cuda_without_a_gpu_before_any_model_loads(command, tmp_path, monkeypatch):
+    import xlprobe.loading
+
+    monkeypatch.setattr(xlprobe.loading, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    (tmp_path / "s.yaml").write_text(DEVICE_SUITE)
+    args = [str(tmp_path / "s.yaml") if a == "SUITE" else a for a in command]
+    res = runner.invoke(app, [*args, "--device", "cuda", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    out = " ".join(res.output.split())
+    assert "--device" in out and "CUDA" in out and "--device cpu" in out and "--device auto" in out
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_device_replaces_the_suites_before_its_check(tmp_path, monkeypatch):
+    import xlprobe.suite_run
+
+    seen = []
+    monkeypatch.setattr(xlprobe.suite_run, "run_suite", lambda suite, out, **k: seen.append(suite.device) or [])
+    (tmp_path / "s.yaml").write_text(DEVICE_SUITE + "device: cuda:7\n")  # refused here without --device
+    res = runner.invoke(app, ["run", str(tmp_path / "s.yaml"), "--device", "cpu", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert seen == ["cpu"]
+
+
+def test_compare_writes_its_device_into_the_suite():
+    from xlprobe.cli_study import compare_suite_text
+    from xlprobe.suite import parse_suite
+
+    kw = dict(data="bible", languages=["en"], books=["Ruth"], size=4, layers="encoder.*", control=None, n_boot=10)
+    default = compare_suite_text("toy:lm", "toy:mt", **kw)
+    assert "device" not in default and parse_suite(default).device == "cpu"
+    assert compare_suite_text("toy:lm", "toy:mt", device="cpu", **kw) == default
+    assert parse_suite(compare_suite_text("toy:lm", "toy:mt", device="cuda:1", **kw)).device == "cuda:1"

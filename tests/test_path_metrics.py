@@ -118,3 +118,78 @@ def test_translation_loss_is_the_models_loss_with_gradients(pair):
     lm.zero_grad(set_to_none=True)
     with pytest.raises(DataError, match="parallel"):
         TranslationLoss(tok, ["a", "b"], ["c"])
+
+
+# ------------------------------------------------------------------ devices: inputs follow the model
+class _Seen(Exception):
+    """Raised by a hook once it has recorded what the model was given (nothing runs after it)."""
+
+
+def _record_inputs(module: torch.nn.Module, seen: list) -> torch.utils.hooks.RemovableHandle:
+    """A pre-hook on ``module`` that records the devices of its tensor inputs and stops the forward."""
+    def hook(_m, args, kwargs):
+        seen.append({v.device for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)})
+        raise _Seen
+
+    return module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_metrics_on_an_explicit_cpu_device_equal_the_default(pair):
+    import copy
+
+    from xlprobe.path_metrics import model_device
+
+    lm, _, tok, data = pair
+    moved = copy.deepcopy(lm).to(torch.device("cpu"))
+    assert model_device(moved) == torch.device("cpu")
+    gap = TransferGap(tok, data, layer="encoder.1", task="book")
+    with torch.no_grad():
+        assert torch.equal(gap(moved), gap(lm)) and gap.accuracies(moved) == gap.accuracies(lm)
+    assert all(t.device == torch.device("cpu") for b in gap.inputs(moved) for t in b[1:])
+    loss = TranslationLoss(tok, ["In the beginning."], ["Au commencement."], src_lang="en_XX", tgt_lang="fr_XX")
+    on_cpu = loss.batch_on("cpu")
+    assert on_cpu is loss.batch_on(torch.device("cpu"))  # one copy per device, kept
+    assert all(torch.equal(on_cpu[k], loss.batch[k]) for k in loss.batch)
+    with torch.no_grad():
+        assert torch.equal(loss(moved), lm(**loss.batch).loss)
+
+
+def test_metric_inputs_go_to_the_models_input_device_tokenized_once(pair, monkeypatch):
+    import xlprobe.hooks.encode
+    import xlprobe.hooks.runner
+
+    lm, _, tok, data = pair
+    calls = []
+    encode = xlprobe.hooks.encode.encode_source
+    monkeypatch.setattr(xlprobe.hooks.encode, "encode_source", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    gap = TransferGap(tok, data, layer="encoder.1", task="book")
+    loss = TranslationLoss(tok, ["In the beginning."], ["Au commencement."], src_lang="en_XX", tgt_lang="fr_XX")
+    gap.inputs(lm)
+    # the model says it runs on meta (as a GPU model would say cuda): every input the metrics build goes there
+    monkeypatch.setattr(xlprobe.hooks.runner, "input_device", lambda model: torch.device("meta"))
+    assert {t.device.type for b in gap.inputs(lm) for t in b[1:]} == {"meta"} and len(calls) == 1
+    seen: list = []
+    for metric, module in ((gap, lm.get_encoder()), (loss, lm)):
+        handle = _record_inputs(module, seen)
+        try:
+            with pytest.raises(_Seen):
+                metric(lm)
+        finally:
+            handle.remove()
+    assert seen == [{torch.device("meta")}, {torch.device("meta")}]
+    assert {k: v.device.type for k, v in loss.batch.items()} == dict.fromkeys(loss.batch, "cpu")  # kept on CPU
+    monkeypatch.undo()
+    assert {t.device.type for b in gap.inputs(lm) for t in b[1:]} == {"cpu"} and len(calls) == 1
+
+
+def test_a_model_wholly_on_meta_is_refused_before_it_runs(pair):
+    import copy
+
+    lm, _, tok, data = pair
+    empty = copy.deepcopy(lm).to("meta")
+    gap = TransferGap(tok, data, layer="encoder.1", task="book")
+    loss = TranslationLoss(tok, ["In the beginning."], ["Au commencement."], src_lang="en_XX", tgt_lang="fr_XX")
+    for metric in (gap, loss):
+        with pytest.raises(ConfigError, match="meta device") as info:
+            metric(empty)
+        assert "load" in info.value.hint

@@ -282,3 +282,21 @@ def test_cli_dry_run_prints_the_plan_and_the_estimate_and_loads_nothing(tmp_path
     file.write_text(SUITE.replace("separability.knn", "separability.knm"))
     res = CliRunner().invoke(app, ["run", str(file), "--dry-run"])
     assert res.exit_code == 2 and "s.yaml:10: measures[1].separability.knm" in res.output and "separability.knn" in res.output
+
+
+def test_attribution_on_the_suites_cpu_device_gives_the_rows_of_the_default(monkeypatch):
+    import xlprobe.loading
+    from xlprobe.suite_plan import suite_data
+    from xlprobe.suite_steps import attribution_step
+
+    devices = []
+    load = xlprobe.loading.load_model
+    monkeypatch.setattr(xlprobe.loading, "load_model", lambda spec, **k: devices.append(k.get("device")) or
+                        load(spec, **k))
+    small = TABLES.replace("max_items: 60}", "max_items: 24}").replace("  - toy:mt\n", "")
+    default, explicit = parse_suite(small), parse_suite(small + "device: cpu\n")
+    rows = attribution_step(default, suite_data(default), plan_suite(default).attribution)
+    assert devices == ["cpu", "cpu"]  # base and the one other checkpoint of its architecture, moved to the device
+    again = attribution_step(explicit, suite_data(explicit), plan_suite(explicit).attribution)
+    pd.testing.assert_frame_equal(rows, again)
+    assert set(rows.checkpoint) == {"toy:lm-cont"} and len(rows) > 0

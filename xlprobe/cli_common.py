@@ -18,7 +18,8 @@ from xlprobe.devices import rank_device, resolve_device
 from xlprobe.errors import XlprobeError
 
 __all__ = ["rank_device", "console", "err_console", "fail", "flag", "choice", "did_you_mean", "progress_lines", "say",
-           "quiet_model_loading", "BATCH_SIZE_HELP", "MAX_LENGTH_HELP", "DEVICE_HELP", "device_option",
+           "quiet_model_loading", "BATCH_SIZE_HELP", "MAX_LENGTH_HELP", "DEVICE_HELP", "SUITE_DEVICE_HELP",
+           "device_option",
            "resolve_device"]
 
 # A pipe or a log file gets 120 columns rather than rich's 80, so result tables keep whole cells there.
@@ -29,6 +30,9 @@ BATCH_SIZE_HELP = "Texts per forward pass (lower it if memory runs out)."
 MAX_LENGTH_HELP = "Tokens kept per text; longer texts are truncated and counted (default: 256 or the model's limit)."
 DEVICE_HELP = ("Where the model runs: cpu, cuda, cuda:N (the N-th GPU), mps, or auto (cuda when torch sees a GPU, "
                "else mps when there is one, else cpu).")
+#: ``--device`` of the commands that run a suite (capture and path attribution): it replaces the suite's.
+SUITE_DEVICE_HELP = ("Where the models run (capture, attribution.path): cpu, cuda, cuda:N, mps or auto; replaces "
+                     "the suite's device: (default: the suite's, cpu when it names none).")
 
 
 def fail(err: XlprobeError) -> None:
@@ -63,7 +67,7 @@ def choice(default: str | None, *decls: str, values: Sequence[str], help: str) -
     return typer.Option(default, *decls, help=help, callback=check, metavar="|".join(allowed))
 
 
-def device_option(default: str = "cpu") -> Any:
+def device_option(default: str | None = "cpu", help: str = DEVICE_HELP) -> Any:
     """``--device``: checked and resolved while parsing (``auto`` becomes cuda, mps or cpu), before any model loads."""
 
     def check(value: str | None) -> str | None:
@@ -75,7 +79,7 @@ def device_option(default: str = "cpu") -> Any:
         except XlprobeError as err:
             raise typer.BadParameter(f"{err.message}; {err.hint}" if err.hint else err.message) from None
 
-    return typer.Option(default, "--device", help=DEVICE_HELP, callback=check, metavar="cpu|cuda|cuda:N|mps|auto")
+    return typer.Option(default, "--device", help=help, callback=check, metavar="cpu|cuda|cuda:N|mps|auto")
 
 
 #: Names users reach for that are not the option's own: what they mean.

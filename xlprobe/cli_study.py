@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from xlprobe.cli_common import console, fail
+from xlprobe.cli_common import SUITE_DEVICE_HELP, console, device_option, fail
 from xlprobe.errors import XlprobeError
 
 __all__ = ["demo_command", "compare_command", "report_command", "compare_suite_text", "TOY_SUITE"]
@@ -34,12 +34,13 @@ def _run_and_report(suite: Any, out: Path) -> tuple[Any, Path]:
 def demo_command(
     out: Path = typer.Option(Path("runs/toy-demo"), "--out", "-o",
                              help="Run folder (created; the same command resumes it)."),
+    device: str | None = device_option(None, help=SUITE_DEVICE_HELP),
 ) -> None:
     """Run the shipped toy suite end to end (7 checkpoints, 8 languages, held-out books); print the report's path."""
     from xlprobe.suite import load_suite
 
     try:
-        suite = load_suite(TOY_SUITE)
+        suite = load_suite(TOY_SUITE, device=device)
         console.print(f"demo: suite {suite.name!r} ({TOY_SUITE}) into {out}; a few minutes on 2 cores, resumable")
         t0 = time.perf_counter()
         results, page = _run_and_report(suite, out)
@@ -50,7 +51,7 @@ def demo_command(
 
 
 def compare_suite_text(a: str, b: str, *, data: str, languages: list[str], books: list[str] | None,
-                       size: int, layers: str, control: str | None, n_boot: int) -> str:
+                       size: int, layers: str, control: str | None, n_boot: int, device: str = "cpu") -> str:
     """The YAML of a two-checkpoint suite (a third with ``control``), validated like any suite file."""
     import yaml
 
@@ -61,7 +62,8 @@ def compare_suite_text(a: str, b: str, *, data: str, languages: list[str], books
              "data": {"corpus": data, "languages": languages, "size": size,
                       **({"books": books} if books and data == "bible" else {})},
              "layers": layers, "measures": [{"probe.linear": {"task": "language"}}, *COMPARE_MEASURES[1:]],
-             "figures": ["layer_curves", "paired_differences", "cka_heatmap", "umap"], "n_boot": n_boot}
+             "figures": ["layer_curves", "paired_differences", "cka_heatmap", "umap"], "n_boot": n_boot,
+             **({"device": device} if device != "cpu" else {})}
     return yaml.safe_dump(suite, sort_keys=False)
 
 
@@ -76,6 +78,7 @@ def compare_command(
     size: int = typer.Option(200, "--size", help="Parallel groups (verses) per language."),
     layers: str = typer.Option("encoder.*", "--layers", help="Capture points (glob or comma-separated aliases)."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap draws behind every interval."),
+    device: str = device_option(),
 ) -> None:
     """Compare two checkpoints without a YAML: probes with controls, separability, retrieval, CKA, weights, report."""
     from xlprobe.errors import ModelNotFoundError
@@ -84,7 +87,7 @@ def compare_command(
     try:
         text = compare_suite_text(a, b, data=data, languages=[x for x in languages.split(",") if x],
                                   books=[x for x in books.split(",") if x] or None, size=size,
-                                  layers=layers, control=control, n_boot=n_boot)
+                                  layers=layers, control=control, n_boot=n_boot, device=device)
         suite = parse_suite(text, file="<xlprobe compare>")
         for i, message, hint in unavailable_checkpoints(suite)[:1]:
             raise ModelNotFoundError(f"{suite.checkpoints[i].model}: {message}", hint=hint)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from xlprobe.cli_common import console, fail
+from xlprobe.cli_common import SUITE_DEVICE_HELP, console, device_option, fail
 from xlprobe.errors import XlprobeError
 
 __all__ = ["run_command"]
@@ -16,13 +16,15 @@ def run_command(
     out: Path = typer.Option(None, "--out", "-o", help="Run folder (created; the same command resumes it)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate, print the plan and an estimate of disk and "
                                  "time; load no model."),
+    device: str | None = device_option(None, help=SUITE_DEVICE_HELP),
 ) -> None:
     """Validate a suite, capture every checkpoint once, compute every measure; results.parquet in --out."""
     from xlprobe.suite import load_suite, unavailable_checkpoints
     from xlprobe.suite_run import estimate_suite, plan_suite, run_suite
 
     try:
-        suite = load_suite(suite_file, check_models=not dry_run)  # a run refuses a model not here, before any loads
+        # a run refuses a model not here (and a device not here), before any loads; --device replaces device:
+        suite = load_suite(suite_file, check_models=not dry_run, device=device)
         plan = plan_suite(suite)
         console.print(f"suite {suite.name!r}: {len(suite.checkpoints)} checkpoint(s): "
                       + ", ".join(c.label + (f" ({c.role})" if c.role else "") for c in suite.checkpoints))

@@ -13,6 +13,10 @@ Path attribution needs a scalar M(theta) with gradients in the parameters and fi
   transfers better. Every step is differentiable (``torch.linalg.solve``), so its change between two
   checkpoints can be attributed to parameter groups; :meth:`TransferGap.accuracy_gap` gives the hard
   accuracy gap of the same probe, to check that the soft metric follows the quantity it stands for.
+
+Both metrics run where the model they are called with runs: their inputs go to the model's input device
+(:func:`model_device`; a model dispatched by accelerate: its input embeddings' execution device). The
+inputs are tokenized once, kept on the CPU, and copied to each device on first use (one cache per device).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import torch
 from xlprobe.errors import ConfigError, DataError
 from xlprobe.types import Dataset
 
-__all__ = ["TranslationLoss", "TransferGap"]
+__all__ = ["TranslationLoss", "TransferGap", "model_device"]
 
 
 def _pad(rows: Sequence[np.ndarray], value: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,6 +41,16 @@ def _pad(rows: Sequence[np.ndarray], value: int) -> tuple[torch.Tensor, torch.Te
         ids[i, : len(r)] = torch.as_tensor(np.asarray(r, dtype=np.int64))
         mask[i, : len(r)] = 1
     return ids, mask
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device a metric's inputs go to: ``model``'s input device (ConfigError for a model wholly on meta)."""
+    from xlprobe.hooks.runner import input_device
+
+    if getattr(model, "hf_device_map", None) is None and all(p.device.type == "meta" for p in model.parameters()):
+        raise ConfigError("the model's parameters are all on the meta device (no weights to run)",
+                          hint="load the weights (load_model, or from_pretrained without init_empty_weights)")
+    return input_device(model)
 
 
 class TranslationLoss:
@@ -57,10 +71,18 @@ class TranslationLoss:
                                     truncation=True, max_length=max_length))
         pad = tokenizer.pad_token_id
         self.batch["labels"] = self.batch["labels"].masked_fill(self.batch["labels"] == pad, -100)
+        self._on: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def batch_on(self, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """The fixed batch on ``device`` (copied from the CPU batch once per device)."""
+        device = torch.device(device)
+        if device not in self._on:
+            self._on[device] = {k: v.to(device) for k, v in self.batch.items()}
+        return self._on[device]
 
     def __call__(self, model: torch.nn.Module) -> torch.Tensor:
-        """The loss of ``model`` on the fixed pairs (a 0-d tensor with gradients)."""
-        return model(**self.batch).loss
+        """The loss of ``model`` on the fixed pairs (a 0-d tensor with gradients), on the model's device."""
+        return model(**self.batch_on(model_device(model))).loss
 
 
 class TransferGap:
@@ -110,9 +132,20 @@ class TransferGap:
         self.fold = np.asarray([fold_of[g] for g in groups])
         self.langs, self.y = langs, torch.as_tensor(codes)
         self._encoded: dict[int, list] = {}
+        self._on: dict[tuple[int, torch.device], list] = {}
 
-    def _inputs(self, model: torch.nn.Module) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Length-sorted batches (rows, padded ids, attention mask, pooling mask) as the encoder reads them."""
+    def inputs(self, model: torch.nn.Module) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:meth:`_encoded_batches` on the model's device (copied once per model family and device)."""
+        device = model_device(model)
+        key = (id(type(model)), device)
+        if key not in self._on:
+            self._on[key] = [(rows, ids.to(device), mask.to(device), keep.to(device))
+                             for rows, ids, mask, keep in self._encoded_batches(model)]
+        return self._on[key]
+
+    def _encoded_batches(self, model: torch.nn.Module
+                         ) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Length-sorted CPU batches (rows, padded ids, attention mask, pooling mask) as the encoder reads them."""
         from xlprobe.hooks.encode import encode_source
         from xlprobe.hooks.points import model_family
 
@@ -151,7 +184,7 @@ class TransferGap:
         encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
         parts, order = [], []
         try:
-            for rows, ids, mask, keep in self._inputs(model):
+            for rows, ids, mask, keep in self.inputs(model):
                 seen.clear()
                 try:
                     encoder(input_ids=ids, attention_mask=mask)
@@ -161,49 +194,56 @@ class TransferGap:
                 order.append(rows)
         finally:
             handle.remove()
-        return torch.cat(parts)[torch.as_tensor(np.argsort(np.concatenate(order)))]
+        pooled = torch.cat(parts)
+        return pooled[torch.as_tensor(np.argsort(np.concatenate(order)), device=pooled.device)]
 
     def _probabilities(self, X: torch.Tensor) -> torch.Tensor:
         """[n, k] cross-fitted class probabilities (each fold's probe fitted on the other fold's train_lang)."""
         X = X.double()
         X = (X - X.mean(0)) / X.std(0).clamp(min=1e-6)
         n, d = X.shape
-        k = self.classes_.size
-        Y = torch.nn.functional.one_hot(self.y, k).double()
+        k, dev = self.classes_.size, X.device
+        Y = torch.nn.functional.one_hot(self._labels(dev), k).double()
         parts, order = [], []
-        own = torch.as_tensor(self.langs == self.train_lang)
+        own = torch.as_tensor(self.langs == self.train_lang, device=dev)
         for f in (0, 1):
-            tr = own & torch.as_tensor(self.fold != f)
-            te = torch.as_tensor(np.flatnonzero(self.fold == f))
-            A = torch.cat([X[tr], torch.ones(int(tr.sum()), 1, dtype=X.dtype)], 1)
-            reg = self.ridge * torch.eye(d + 1, dtype=X.dtype)
+            tr = own & torch.as_tensor(self.fold != f, device=dev)
+            te = torch.as_tensor(np.flatnonzero(self.fold == f), device=dev)
+            A = torch.cat([X[tr], torch.ones(int(tr.sum()), 1, dtype=X.dtype, device=dev)], 1)
+            reg = self.ridge * torch.eye(d + 1, dtype=X.dtype, device=dev)
             reg[-1, -1] = 0.0
             W = torch.linalg.solve(A.T @ A + reg, A.T @ (Y[tr] - 1.0 / k))
-            scores = torch.cat([X[te], torch.ones(len(te), 1, dtype=X.dtype)], 1) @ W
+            scores = torch.cat([X[te], torch.ones(len(te), 1, dtype=X.dtype, device=dev)], 1) @ W
             parts.append(torch.softmax(scores / self.tau, dim=1))
             order.append(te)
         return torch.cat(parts)[torch.argsort(torch.cat(order))]
 
+    def _labels(self, device: torch.device) -> torch.Tensor:
+        """The class codes on ``device``."""
+        return self.y.to(device)
+
     def _gap(self, values: torch.Tensor) -> torch.Tensor:
         """Mean on train_lang minus the mean of the other languages' means."""
-        own = torch.as_tensor(self.langs == self.train_lang)
-        others = [values[torch.as_tensor(self.langs == lg)].mean() for lg in sorted(set(self.langs)) if
-                  lg != self.train_lang]
+        own = torch.as_tensor(self.langs == self.train_lang, device=values.device)
+        others = [values[torch.as_tensor(self.langs == lg, device=values.device)].mean()
+                  for lg in sorted(set(self.langs)) if lg != self.train_lang]
         return values[own].mean() - torch.stack(others).mean()
 
     def __call__(self, model: torch.nn.Module) -> torch.Tensor:
         """The soft-accuracy transfer gap of ``model`` (a 0-d tensor with gradients)."""
         P = self._probabilities(self.pooled(model))
-        return self._gap(P.gather(1, self.y[:, None]).squeeze(1))
+        return self._gap(P.gather(1, self._labels(P.device)[:, None]).squeeze(1))
 
     def accuracy_gap(self, model: torch.nn.Module) -> float:
         """The hard accuracy gap of the same cross-fitted probe (argmax), for checking the soft metric."""
         with torch.no_grad():
             P = self._probabilities(self.pooled(model))
-        return float(self._gap((P.argmax(1) == self.y).double()))
+        return float(self._gap((P.argmax(1) == self._labels(P.device)).double()))
 
     def accuracies(self, model: torch.nn.Module) -> dict[str, float]:
         """Hard accuracy of the cross-fitted probe per language."""
         with torch.no_grad():
-            correct = (self._probabilities(self.pooled(model)).argmax(1) == self.y).double()
-        return {lg: float(correct[torch.as_tensor(self.langs == lg)].mean()) for lg in sorted(set(self.langs))}
+            P = self._probabilities(self.pooled(model))
+            correct = (P.argmax(1) == self._labels(P.device)).double()
+        return {lg: float(correct[torch.as_tensor(self.langs == lg, device=P.device)].mean())
+                for lg in sorted(set(self.langs))}

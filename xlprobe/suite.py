@@ -112,7 +112,7 @@ class Suite(_Strict):
                           "weight_bars", "attribution_bars"]] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     n_boot: int = Field(default=1000, ge=0)
-    #: where models run (capture, fine-tuning): cpu (the default, results bit-identical across machines),
+    #: where models run (capture, fine-tuning, attribution.path): cpu (the default, results bit-identical across machines),
     #: cuda, cuda:N, mps, or auto (cuda when torch sees a GPU, else mps, else cpu); checked by ``xlprobe run``
     device: str = Field(default="cpu", pattern=r"^(cpu|auto|mps|cuda(:[0-9]+)?)$")
 
@@ -366,12 +366,12 @@ def parse_suite(text: str, file: str = "<suite>") -> Suite:
     return suite
 
 
-def load_suite(path: str | Path, *, check_models: bool = False) -> Suite:
+def load_suite(path: str | Path, *, check_models: bool = False, device: str | None = None) -> Suite:
     """A validated :class:`Suite` from a YAML file (see :func:`parse_suite`).
 
     ``check_models``: also refuse, at the checkpoint's line, a model whose weights are not here to load
     (:func:`unavailable_checkpoints`), before any model is loaded; ``xlprobe run`` does, ``--dry-run``
-    lists them instead.
+    lists them instead. ``device`` (already resolved, e.g. ``--device``) replaces the suite's ``device:``.
     """
     file = Path(path)
     if not file.is_file():
@@ -379,6 +379,8 @@ def load_suite(path: str | Path, *, check_models: bool = False) -> Suite:
                           hint="give the path of a .yaml suite, e.g. xlprobe/suites/toy.yaml")
     text = file.read_text(encoding="utf-8")
     suite = parse_suite(text, str(file))
+    if device is not None:
+        suite = suite.model_copy(update={"device": device})
     if check_models:
         _check_device(suite, str(file), text)
     missing = unavailable_checkpoints(suite) if check_models else []

@@ -27,7 +27,8 @@ only). Table measures:
 * ``attribution.path``: :class:`~xlprobe.probes.attribution.ParameterPathAttribution` of a
   :class:`~xlprobe.path_metrics.TransferGap` (the suite's task, read at ``layer``, default the last
   encoder block of the suite's layers, on a class-balanced sample of at most ``max_items`` records)
-  from the base to every other checkpoint of its architecture (random-init ones excluded); rows
+  from the base to every other checkpoint of its architecture (random-init ones excluded), on the suite's
+  ``device:`` (both models and the metric's inputs); rows
   ``attribution.path`` per ``groups`` (default ``layer_module``) with ``delta``, the completeness error.
 
 The other table measures (tokens, units, fine-tuning, interventions) are listed in the plan as not run

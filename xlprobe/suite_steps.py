@@ -156,7 +156,7 @@ def _read_point(model: Any, layers: Any, asked: str | None) -> str:
 
 
 def attribution_step(suite: Suite, ds: Any, params: dict[str, Any], report: Any = None) -> pd.DataFrame:
-    """Path attribution of the TransferGap change from the base to every other checkpoint of its architecture."""
+    """Path attribution of the TransferGap change from the base to every other checkpoint, on the suite's device."""
     import torch
 
     from xlprobe.loading import load_model, random_init_spec
@@ -165,9 +165,8 @@ def attribution_step(suite: Suite, ds: Any, params: dict[str, Any], report: Any 
     from xlprobe.tasks.sampling import balanced_groups
 
     base = suite.role("base") or suite.checkpoints[0]
-    if suite.device != "cpu":  # TransferGap (xlprobe.path_metrics) builds its batches on the CPU
-        log.info("attribution.path runs on the cpu (the suite's device %r is used by the capture)", suite.device)
-    a, tok = load_model(base.model)
+    device = suite_device(suite)  # both models, the path and the metric's inputs live there
+    a, tok = load_model(base.model, device=device)
     layer = _read_point(a, suite.layers, params.get("layer"))
     task, train_lang = params["task"], params["train_lang"]
     if params.get("languages"):  # the metric reads these languages only: more verses each for the same cost
@@ -187,7 +186,7 @@ def attribution_step(suite: Suite, ds: Any, params: dict[str, Any], report: Any 
     for i, c in enumerate(others):
         if report:
             report(f"attribution {base.label} -> {c.label}", i, len(others))
-        b, _ = load_model(c.model)
+        b, _ = load_model(c.model, device=device)
         if type(b) is not type(a) or {n: p.shape for n, p in a.named_parameters()} != {
                 n: p.shape for n, p in b.named_parameters()}:
             log.info("attribution: %s is another architecture than %s, left out", c.label, base.label)

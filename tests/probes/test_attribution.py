@@ -134,3 +134,26 @@ def test_bad_alpha_batch_and_unvectorisable_metrics_are_named(tiny):
     assert "alpha_batch=1" in (err.value.hint or "")
     with pytest.raises(DataError, match="scalar"):
         ParameterPathAttribution(lambda m: torch.ones(2)).attribute(model, other, alpha_batch=2)
+
+
+def test_path_points_are_built_on_the_difference_device_in_its_dtype():
+    from xlprobe.probes.attribution import path_points
+
+    nodes, _ = gauss_legendre(3)
+    start, diff = torch.randn(4, 5), torch.randn(4, 5)
+    t = torch.as_tensor(nodes, dtype=torch.float64).to(torch.float32).view(-1, 1, 1)
+    assert torch.equal(path_points(start, diff, nodes), start + t * diff)  # the CPU values as before
+    on_meta = path_points(start.half().to("meta"), diff.half().to("meta"), nodes)
+    assert on_meta.device.type == "meta" and on_meta.dtype == torch.float16 and on_meta.shape == (3, 4, 5)
+
+
+@pytest.mark.parametrize("alpha_batch", [1, 2])
+def test_models_on_an_explicit_cpu_device_give_the_same_rows(tiny, alpha_batch):
+    model, tok = tiny
+    other = _moved(model, {FC1: 0.05})
+    attr = ParameterPathAttribution(_loss(tok))
+    rows, delta = attr.attribute(model, other, n_steps=2, alpha_batch=alpha_batch)
+    cpu = torch.device("cpu")
+    again, delta2 = attr.attribute(copy.deepcopy(model).to(cpu), copy.deepcopy(other).to(cpu), n_steps=2,
+                                   alpha_batch=alpha_batch)
+    assert rows.equals(again) and delta == delta2

@@ -9,19 +9,23 @@ the chunk and removes its parts; at the end it finalizes the shards, registering
 once. A rank that dies leaves whole part files or none, and committed chunks; a rerun, with any number
 of processes, skips committed chunks and the batches whose records a part of any earlier run holds.
 Processes join the group torchrun describes (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``PORT``), over
-gloo (only small objects and barriers travel: the rows go through the store's folder).
+gloo (only small objects and barriers travel: the rows go through the store's folder). A rank waits at
+most ``XLPROBE_DIST_TIMEOUT`` seconds (default 600) for the others, then fails with a StoreError. Rank 0
+lists the capture's shard keys in the folder's ``keys.json`` before any part is saved, so that
+``xlprobe store verify`` can tell a folder no unfinished shard resumes from (:mod:`xlprobe.store_parts`).
 """
 from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import io
 import logging
+import math
 import os
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +34,60 @@ import torch.distributed as dist
 from torch import nn
 
 from xlprobe.durable import atomic_write, unlink
+from xlprobe.errors import ConfigError, StoreError
 from xlprobe.hooks.memory import MemoryTrimmer
 from xlprobe.hooks.plan import CapturePlan
 from xlprobe.hooks.runner import progress_bar, token_layout, token_rows
 from xlprobe.hooks.writing import Forward, _info, shard_keys, tokenizer_fingerprint, write_plan
+from xlprobe.store_parts import group_dir, write_group
 from xlprobe.types import StoreKey
 
-__all__ = ["write_plan_ranked", "process_group", "launch_command", "EXIT_AFTER_PART"]
+__all__ = ["write_plan_ranked", "process_group", "launch_command", "barrier", "dist_timeout", "EXIT_AFTER_PART",
+           "DIST_TIMEOUT", "DEFAULT_DIST_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
 #: Test hook: ``"RANK:K"`` makes that rank exit abruptly (``os._exit``) right after saving its K-th part.
 EXIT_AFTER_PART = "XLPROBE_EXIT_AFTER_PART"
 
+#: Seconds a rank waits for the others (to join, at a barrier or broadcast) before it fails with a
+#: StoreError, instead of gloo's 30 minutes: a rank started outside torchrun's supervision, whose peer
+#: died or hangs, stops. Rank 0's work between two barriers (a chunk's share and its assembly, the
+#: checksums of every shard at the end) must fit in it.
+DIST_TIMEOUT = "XLPROBE_DIST_TIMEOUT"
+DEFAULT_DIST_TIMEOUT = 600.0
+
 
 def env_world() -> int:
     """The world size torchrun set (``WORLD_SIZE``), 1 outside torchrun."""
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def dist_timeout() -> float:
+    """Seconds to wait for the other ranks: ``XLPROBE_DIST_TIMEOUT``, default 600; ConfigError unless > 0."""
+    raw = os.environ.get(DIST_TIMEOUT, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_DIST_TIMEOUT
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ConfigError(f"{DIST_TIMEOUT} must be a number of seconds > 0; got {raw!r}",
+                          hint=f"unset it for {DEFAULT_DIST_TIMEOUT:g} s, or e.g. {DIST_TIMEOUT}=1800")
+    return value
+
+
+@contextlib.contextmanager
+def _peers(what: str) -> Iterator[None]:
+    """Turn a failed wait for the other ranks (gloo's timeout, or a rank gone) into a StoreError."""
+    try:
+        yield
+    except RuntimeError as exc:  # DistBackendError is one
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise StoreError(
+            f"rank {dist.get_rank()} of {dist.get_world_size()}: the other ranks did not reach {what} within "
+            f"{dist_timeout():g} s, or one of them died ({first})",
+            hint=f"the store keeps committed chunks and part files: rerun the capture (any number of processes) "
+                 f"to resume; {DIST_TIMEOUT}=<seconds> sets the wait (rank 0 may need long for big shards)") from exc
 
 
 def env_rank() -> int:
@@ -63,7 +104,7 @@ def process_group() -> Iterator[tuple[int, int]]:
             return
         # joined once for the process (a group destroyed and joined again finds stale peers in torchrun's
         # store), left at exit
-        dist.init_process_group(backend="gloo")
+        dist.init_process_group(backend="gloo", timeout=timedelta(seconds=dist_timeout()))
         atexit.register(_leave)
     yield dist.get_rank(), dist.get_world_size()
 
@@ -92,8 +133,7 @@ def launch_command(nproc: int, args: Sequence[str]) -> list[str]:
 
 def parts_dir(store: Any, keys: dict[str, StoreKey]) -> Path:
     """Where the part files of one capture (its set of shard keys) live."""
-    group = hashlib.sha256(" ".join(sorted(k.id for k in keys.values())).encode()).hexdigest()[:16]
-    return Path(store.path) / "shards" / f"{group}.parts"
+    return group_dir(Path(store.path) / "shards", (k.id for k in keys.values()))
 
 
 def _broadcast(obj: Any, world: int) -> Any:
@@ -101,14 +141,16 @@ def _broadcast(obj: Any, world: int) -> Any:
     if world == 1:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    with _peers("the broadcast of the work"):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
-def _barrier(world: int) -> None:
-    """Wait for every rank (nothing to wait for alone)."""
+def barrier(world: int) -> None:
+    """Wait for every rank (nothing to wait for alone); StoreError after :func:`dist_timeout` seconds."""
     if world > 1:
-        dist.barrier()
+        with _peers("a barrier"):
+            dist.barrier()
 
 
 def save_part(folder: Path, chunk: int, rank: int, world: int, idx: np.ndarray,
@@ -169,6 +211,8 @@ def write_plan_ranked(store: Any, model: nn.Module, tokenizer: Any, plan: Captur
             if rank == 0:
                 info = _info(model, tokenizer, plan, model_fp, tokenizer_fp, provenance)
                 writers = _open_writers(stack, store, model, plan, keys, info)
+                if writers:  # before any part: the list tells `store verify` whether the folder is stale
+                    write_group(folder, (k.id for k in keys.values()))
             work = _broadcast(_work(plan, writers, folder) if rank == 0 else None, world)
             if work["chunks"]:
                 _run(plan, forward, work, writers, folder, rank, world, progress and rank == 0)
@@ -176,7 +220,7 @@ def write_plan_ranked(store: Any, model: nn.Module, tokenizer: Any, plan: Captur
                 for w in writers.values():
                     w.finalize()
                 _clear(folder)
-        _barrier(world)
+        barrier(world)
     return list(keys.values())
 
 
@@ -251,7 +295,7 @@ def _run(plan: CapturePlan, forward: Forward, work: dict[str, Any], writers: dic
                 saved += 1
                 if die == f"{rank}:{saved}":
                     os._exit(3)
-            _barrier(world)
+            barrier(world)
             if rank == 0:
                 _assemble(writers, ptrs, folder, c)
                 advance(sum(len(batches[j]) for j in runs))

@@ -39,9 +39,10 @@ def store_ls(path: Path = typer.Argument(..., help="Activation store folder.")) 
 @store_app.command("verify")
 def store_verify(
     path: Path = typer.Argument(..., help="Activation store folder."),
-    repair: bool = flag("--repair", help="Drop damaged shards so the next capture rebuilds them."),
+    repair: bool = flag("--repair", help="Drop damaged shards so the next capture rebuilds them, and stale part "
+                        "folders of data-parallel captures."),
 ) -> None:
-    """Check every shard's size and checksum; exit 1 when something is wrong (and not repaired)."""
+    """Check every shard's size and checksum, and look for stale part folders; exit 1 on a problem not repaired."""
     from xlprobe.store import ActivationStore
 
     try:
@@ -52,7 +53,8 @@ def store_verify(
         for p in problems:
             err_console.print(f"[red]✗[/] {escape(p)}")
         if repair:
-            console.print("damaged shards removed: re-run the capture command to rebuild them")
+            console.print("damaged shards and stale part folders removed: re-run the capture command to rebuild "
+                          "the shards")
             return
         raise typer.Exit(1)
     console.print("[green]all shards verified[/]")

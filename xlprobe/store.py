@@ -48,6 +48,7 @@ from xlprobe.shard import (
     read_states,
 )
 from xlprobe.shard_writer import ShardWriter
+from xlprobe.store_parts import stale_parts
 from xlprobe.types import Dataset, Record, StoreKey, records_fingerprint
 
 __all__ = ["ActivationStore", "ShardWriter"]
@@ -343,13 +344,15 @@ class ActivationStore:
         ----------
         repair : bool, default False
             Also drop what is damaged (manifest entry and file), so that re-running the command
-            that built it (quoted in each problem) rebuilds just that.
+            that built it (quoted in each problem) rebuilds just that, and the stale part folders
+            of data-parallel captures (:mod:`xlprobe.store_parts`: no unfinished shard resumes from them).
 
         Returns
         -------
         list of str
             The text of the error :meth:`read` or :meth:`records` would raise for each damaged
-            shard or records file, hint included. Empty when the store is sound.
+            shard or records file, hint included, and one per stale part folder (its size
+            included). Empty when the store is sound.
         """
         problems: list[str] = []
         m = self._manifest()
@@ -369,7 +372,8 @@ class ActivationStore:
                 if repair:
                     self._update(lambda m, fp=fp: m["records"].pop(fp, None))
                     unlink(self._records_path(fp))
-        return problems
+        done = {i for i, e in self._manifest()["shards"].items() if (self.path / e["file"]).is_file()}
+        return problems + stale_parts(self.path / "shards", done.__contains__, repair=repair)
 
     # -- records ------------------------------------------------------------------------------
     def _records_path(self, data_fp: str) -> Path:

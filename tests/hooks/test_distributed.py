@@ -142,6 +142,7 @@ def test_killed_rank_then_one_process_resumes(tmp_path, tiny_model, verses, refe
     store = ActivationStore.open(path, create=False)
     assert store.keys() == [] and store.verify() == []  # nothing half-written: no shard registered
     assert list((path / "shards").glob("*.parts/c000001-*.npz")), proc.stderr[-3000:]
+    assert list((path / "shards").glob("*.parts/keys.json"))  # its shards listed: verify keeps it (resumable)
     assert not list((path / "shards").glob("*.parts/c000000-*"))  # chunk 0 committed, its parts removed
     model, tok = tiny_model("mbart")
     keys = extract(model, tok, verses, "encoder.*", batch_size=8, chunk_size=32, store=store)  # one process

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import io
 import logging
 import math
@@ -35,10 +36,11 @@ from torch import nn
 
 from xlprobe.durable import atomic_write, unlink
 from xlprobe.errors import ConfigError, StoreError
+from xlprobe.hooks.committer import Committer
 from xlprobe.hooks.memory import MemoryTrimmer
 from xlprobe.hooks.plan import CapturePlan
 from xlprobe.hooks.runner import progress_bar, token_layout, token_rows
-from xlprobe.hooks.writing import Forward, _info, shard_keys, tokenizer_fingerprint, write_plan
+from xlprobe.hooks.writing import Forward, shard_info, shard_keys, tokenizer_fingerprint, write_plan
 from xlprobe.store_parts import group_dir, write_group
 from xlprobe.types import StoreKey
 
@@ -209,7 +211,7 @@ def write_plan_ranked(store: Any, model: nn.Module, tokenizer: Any, plan: Captur
         with contextlib.ExitStack() as stack:
             writers: dict[str, Any] = {}
             if rank == 0:
-                info = _info(model, tokenizer, plan, model_fp, tokenizer_fp, provenance)
+                info = shard_info(model, tokenizer, plan, model_fp, tokenizer_fp, provenance)
                 writers = _open_writers(stack, store, model, plan, keys, info)
                 if writers:  # before any part: the list tells `store verify` whether the folder is stale
                     write_group(folder, (k.id for k in keys.values()))
@@ -270,7 +272,12 @@ def _work(plan: CapturePlan, writers: dict[str, Any], folder: Path) -> dict[str,
 
 def _run(plan: CapturePlan, forward: Forward, work: dict[str, Any], writers: dict[str, Any],
          folder: Path, rank: int, world: int, progress: bool) -> None:
-    """Run this rank's batches chunk by chunk; rank 0 assembles and commits each chunk after a barrier."""
+    """Run this rank's batches chunk by chunk; rank 0 assembles and commits each chunk after a barrier.
+
+    Rank 0's assembly of a chunk (reading its parts, writing and committing the rows) runs on a
+    :class:`~xlprobe.hooks.committer.Committer` thread while rank 0 computes its share of the next chunk,
+    so the other ranks do not wait for it at the next barrier.
+    """
     chunks, names, pos, saved = plan.chunks(), work["names"], 0, 0
     ptrs = {p.name: token_layout(plan.encoded(p.side))["row_ptr"] for p in plan.points
             if p.name in writers and plan.pooling == "tokens"}
@@ -279,7 +286,7 @@ def _run(plan: CapturePlan, forward: Forward, work: dict[str, Any], writers: dic
                                 f"capturing ({plan.n - total} of {plan.n} already stored)")
     trim = MemoryTrimmer()
     die = os.environ.get(EXIT_AFTER_PART, "")
-    with ctx:
+    with ctx, Committer(background=rank == 0) as jobs:  # rank 0 assembles a chunk while it runs the next
         for c, runs in work["chunks"]:
             batches = plan.batches(*chunks[c])
             mine = [batches[j] for k, j in enumerate(runs) if (pos + k) % world == rank]
@@ -297,9 +304,10 @@ def _run(plan: CapturePlan, forward: Forward, work: dict[str, Any], writers: dic
                     os._exit(3)
             barrier(world)
             if rank == 0:
-                _assemble(writers, ptrs, folder, c)
+                jobs.submit(functools.partial(_assemble, writers, ptrs, folder, c))
                 advance(sum(len(batches[j]) for j in runs))
             trim.now()
+        jobs.drain()
 
 
 def _assemble(writers: dict[str, Any], ptrs: dict[str, np.ndarray], folder: Path, chunk: int) -> None:

@@ -25,7 +25,7 @@ from xlprobe.hooks.plan import CapturePlan
 from xlprobe.hooks.runner import progress_bar, token_layout, token_rows
 from xlprobe.types import StoreKey
 
-__all__ = ["write_plan", "tokenizer_fingerprint", "shard_keys"]
+__all__ = ["write_plan", "tokenizer_fingerprint", "shard_keys", "shard_info"]
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,11 @@ def shard_keys(plan: CapturePlan, model_fp: str, tokenizer_fp: str) -> dict[str,
     """``{point name: StoreKey}``: the options that change a shard's values are part of its key."""
     options = (f"tokenizer={tokenizer_fp};special={int(plan.include_special)};"
                f"max_length={plan.max_length};dtype={plan.dtype}")
-    return {p.name: StoreKey(model_fp, p.name, plan.pooling, plan.data.fingerprint, options) for p in plan.points}
+    data_fp = plan.data.fingerprint  # a hash of every record: once, not once per point
+    return {p.name: StoreKey(model_fp, p.name, plan.pooling, data_fp, options) for p in plan.points}
 
 
-def _info(model: nn.Module, tokenizer: Any, plan: CapturePlan, model_fp: str, tokenizer_fp: str,
+def shard_info(model: nn.Module, tokenizer: Any, plan: CapturePlan, model_fp: str, tokenizer_fp: str,
           provenance: dict[str, Any] | None) -> dict[str, Any]:
     """Provenance written into every shard's manifest entry."""
     from xlprobe.fingerprint import library_versions
@@ -95,7 +96,7 @@ def write_plan(store: Any, model: nn.Module, tokenizer: Any, plan: CapturePlan, 
         log.info("all %d shard(s) already complete in %s: nothing to do", len(keys), store.path)
         return list(keys.values())
     first = forward(np.array([0]))
-    info = _info(model, tokenizer, plan, model_fp, tokenizer_fp, provenance)
+    info = shard_info(model, tokenizer, plan, model_fp, tokenizer_fp, provenance)
     chunks = plan.chunks()
     ptrs: dict[str, np.ndarray] = {}
     with contextlib.ExitStack() as stack:

@@ -25,7 +25,8 @@ STAGE_OF = (
     ("xlprobe.types", "base"), ("xlprobe.errors", "base"), ("xlprobe.fingerprint", "base"),
     ("xlprobe.durable", "base"), ("xlprobe.folds", "base"), ("xlprobe.results", "base"),
     ("xlprobe.registry", "base"),
-    ("xlprobe.store", "store"), ("xlprobe.shard", "store"), ("xlprobe.shard_writer", "store"),
+    ("xlprobe.store", "store"), ("xlprobe.store_parts", "store"), ("xlprobe.shard", "store"),
+    ("xlprobe.shard_writer", "store"),
     ("xlprobe.manifest", "store"),
     ("xlprobe.tasks*", "tasks"),
     ("xlprobe.hooks*", "hooks"),
@@ -129,3 +130,26 @@ def test_string_imports_are_seen(tmp_path):
 def test_a_reverse_import_would_fail():
     assert "tasks" not in ALLOWED["store"] and "hooks" not in ALLOWED["tasks"]
     assert "probes" not in ALLOWED["hooks"] and "hooks" not in ALLOWED["probes"] and "probes" not in ALLOWED["base"]
+
+
+def private_imports(path: Path, me: str | None = None) -> list[str]:
+    """``module.name`` for every private name (``_x``, not dunder) a file imports from another xlprobe module."""
+    me = me or _module_name(path)
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("xlprobe") \
+                and node.module != me:
+            out += [f"{node.module}.{a.name}" for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_private_name_is_imported_across_modules(path):
+    assert private_imports(path) == [], "make the name public (and say what it is for) or move the caller"
+
+
+def test_a_private_import_would_be_seen(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("from xlprobe.hooks.writing import _x, __version__, shard_info\nfrom xlprobe.m import _own\n")
+    assert private_imports(f, "xlprobe.m") == ["xlprobe.hooks.writing._x"]

@@ -25,7 +25,7 @@ import torch
 
 from xlprobe.errors import ConfigError, ModelNotFoundError
 
-__all__ = ["load_model", "check_available", "RANDOM_INIT", "RANDOM_INIT_SEED", "random_init_spec"]
+__all__ = ["load_model", "check_available", "auto_class", "RANDOM_INIT", "RANDOM_INIT_SEED", "random_init_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,14 @@ def _random_init(spec: str, dtype: str) -> tuple[torch.nn.Module, Any]:
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(f"cannot load the config of {inner!r}: {str(err).splitlines()[0]}",
                                      hint="random-init needs the checkpoint's config and tokenizer") from err
-        cls = _auto_class(cfg)
+        cls = auto_class(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
     return model.to(_TORCH_DTYPES[dtype]), tok
 
 
-def _auto_class(cfg: Any) -> Any:
+def auto_class(cfg: Any) -> Any:
     """The Auto class for a config: seq2seq, causal LM or bare encoder."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -178,7 +178,7 @@ def _load_auto(spec: str, dtype: str, **placement: Any) -> tuple[torch.nn.Module
             hint="offline, a hub id must already be in the HF cache; otherwise pass a local folder saved with "
             "save_pretrained, or try tiny:mbart",
         ) from err
-    cls = _auto_class(cfg)
+    cls = auto_class(cfg)
     torch_dtype = _TORCH_DTYPES[dtype]
     path = str(local) if looks_local else spec
     try:

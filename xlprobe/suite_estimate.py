@@ -75,20 +75,12 @@ def _config_model(spec: str) -> Any:
     inner = random_init_spec(spec)
     spec = inner[0] if inner else spec
     if spec.startswith("tiny:"):
-        from types import SimpleNamespace
+        from xlprobe.tiny import skeleton
 
-        import transformers
-
-        from xlprobe.tiny import _MODEL_CLASSES, _config
-
-        family = spec.split(":", 1)[1]
-        cfg = _config(family, 1000, SimpleNamespace(pad_token_id=1, eos_token_id=2))  # sized as its tokenizer
-        cls = getattr(transformers, _MODEL_CLASSES[family])
-        with torch.device("meta"):
-            return cls(cfg)
+        return skeleton(spec.split(":", 1)[1])  # sized as its tokenizer (1,000 pieces)
     from transformers import AutoConfig
 
-    from xlprobe.loading import _auto_class
+    from xlprobe.loading import auto_class
 
     if spec.startswith("toy:"):
         from xlprobe.toy.shipped import path
@@ -96,7 +88,7 @@ def _config_model(spec: str) -> Any:
         spec = str(path(spec.split(":", 1)[1]))
     cfg = AutoConfig.from_pretrained(spec)
     with torch.device("meta"):
-        return _auto_class(cfg).from_config(cfg)
+        return auto_class(cfg).from_config(cfg)
 
 
 def checkpoint_shape(spec: str, layers: Any) -> CheckpointShape | None:

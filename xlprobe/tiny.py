@@ -14,7 +14,7 @@ import torch
 
 from xlprobe.errors import ConfigError
 
-__all__ = ["FAMILY_NAMES", "build", "build_tokenizer", "save", "corpus_sample"]
+__all__ = ["FAMILY_NAMES", "build", "build_tokenizer", "save", "corpus_sample", "skeleton"]
 
 #: Names accepted by :func:`build` (``tiny:<name>`` on the command line).
 FAMILY_NAMES = ("mbart", "bart", "marian", "m2m100", "nllb", "t5", "mt5", "bert", "xlmr", "gpt2")
@@ -157,6 +157,19 @@ def build(family: str, *, seed: int = 0, tokenizer: Any = None) -> tuple[torch.n
         torch.random.set_rng_state(state)
     model.eval()
     return model, tok
+
+
+def skeleton(family: str, vocab_size: int = 1000) -> torch.nn.Module:
+    """The family's tiny model without weights (on the meta device), for sizes and shapes at no cost."""
+    from types import SimpleNamespace
+
+    import transformers as tf
+
+    if family not in _MODEL_CLASSES:
+        raise ConfigError(f"unknown tiny family {family!r}", hint=f"valid: {', '.join(FAMILY_NAMES)}")
+    cfg = _config(family, vocab_size, SimpleNamespace(pad_token_id=1, eos_token_id=2))
+    with torch.device("meta"):
+        return getattr(tf, _MODEL_CLASSES[family])(cfg)
 
 
 def save(family: str, folder: str | Path, *, seed: int = 0) -> Path:

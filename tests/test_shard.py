@@ -144,3 +144,34 @@ def test_progress_file_names_its_layout(tmp_path: Path) -> None:
     assert doc["layout"]["chunks"] == [[0, 2], [2, 4]] and list(doc["committed"]) == ["0"]
     start = read_header(paths.tmp)[1]
     assert doc["committed"]["0"] == file_checksum(paths.tmp, start, 2 * 2 * 4)  # rows 0:2, float32
+
+
+@pytest.mark.parametrize("order", ["in order", "out of order", "resumed"])
+def test_the_files_checksum_grows_with_in_order_commits_and_is_read_whole_otherwise(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    import xlprobe.shard as shard_mod
+    from xlprobe.fingerprint import hash_file
+
+    X = np.random.default_rng(1).standard_normal((3000, 64), dtype=np.float32)  # > 1 read block in all
+    extras = {"row_ptr": np.arange(3001, dtype=np.int64)}
+    chunks = [(0, 1000), (1000, 2000), (2000, 3000)]
+    layout = ShardLayout.checked(3000, 64, chunks, extras)
+    paths, done, reads = _paths(tmp_path / order.replace(" ", "-")), [], []
+    real = shard_mod.hash_file
+
+    def counting(path: object, **kw: Any) -> str:
+        reads.append((kw.get("offset", 0), kw.get("length")))
+        return real(path, **kw)
+
+    monkeypatch.setattr(shard_mod, "hash_file", counting)
+    runs = {"in order": [[0, 1, 2]], "out of order": [[1, 0, 2]], "resumed": [[0], [1, 2]]}[order]
+    for run in runs:  # each run is one writer; a run that leaves chunks pending closes and the next resumes
+        with _writer(paths, layout, done) as w:
+            for i in run:
+                w.write(slice(*chunks[i]), X[slice(*chunks[i])])
+                w.commit(i)
+    (entry,) = done
+    assert entry["checksum"] == "blake2b:" + hash_file(paths.final)  # the same digest either way
+    whole_file_reads = reads.count((0, None))
+    assert whole_file_reads == (0 if order == "in order" else 1)  # in order: the bytes are read once, at commit
+    assert np.array_equal(read_states(paths.final, *read_header(paths.final)), X)

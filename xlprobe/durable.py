@@ -12,8 +12,9 @@ import errno
 import glob
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from xlprobe.fingerprint import hash_file
 
@@ -146,10 +147,11 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | Callable[[Path], ob
 
 
 def checksum(path: str | os.PathLike[str], offset: int = 0, length: int | None = None, *,
-             digest: Callable[..., str] = hash_file) -> str:
+             digest: Callable[..., str] = hash_file, feed: Sequence[Any] = ()) -> str:
     """Self-describing checksum (``"blake2b:<hex>"``) of a file, or of ``length`` bytes from ``offset``.
 
     ``digest`` is the hex-digest function, :func:`xlprobe.fingerprint.hash_file` unless a caller
-    passes its own reference to it.
+    passes its own reference to it; ``feed``: hashers given the same bytes (see ``hash_file``).
     """
-    return f"{CHECKSUM_ALGORITHM}:" + digest(path, offset=offset, length=length)
+    extra = {"feed": feed} if feed else {}
+    return f"{CHECKSUM_ALGORITHM}:" + digest(path, offset=offset, length=length, **extra)

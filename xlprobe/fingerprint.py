@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from xlprobe.errors import DataError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["hash_array", "hash_file", "hash_json", "library_versions", "model_fingerprint"]
+__all__ = ["file_hasher", "hash_array", "hash_file", "hash_json", "library_versions", "model_fingerprint"]
 
 #: Read size for :func:`hash_file` and for arrays that are not C-contiguous.
 BLOCK_BYTES = 1 << 20
@@ -33,6 +34,11 @@ _LIBRARIES = ("torch", "transformers", "numpy", "safetensors", "xlprobe")
 def _blake2b(digest_size: int = 32) -> hashlib._Hash:
     """A fresh blake2b hasher."""
     return hashlib.blake2b(digest_size=digest_size)
+
+
+def file_hasher() -> Any:
+    """A fresh hasher of :func:`hash_file`'s kind: fed a file's bytes in order, it gives the same digest."""
+    return _blake2b()
 
 
 def hash_array(a: np.ndarray) -> str:
@@ -74,7 +80,8 @@ def hash_array(a: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def hash_file(path: str | os.PathLike[str], *, offset: int = 0, length: int | None = None) -> str:
+def hash_file(path: str | os.PathLike[str], *, offset: int = 0, length: int | None = None,
+              feed: Sequence[Any] = ()) -> str:
     """Hash the bytes of a file, or of ``length`` bytes from ``offset`` (64 hex chars).
 
     Parameters
@@ -86,6 +93,9 @@ def hash_file(path: str | os.PathLike[str], *, offset: int = 0, length: int | No
     length : int or None, default None
         Number of bytes to hash; None hashes to the end of the file. A file shorter than
         ``offset + length`` hashes only what is there (and so gives a different digest).
+    feed : sequence of hashers, default ()
+        Other hashers (:func:`file_hasher`) given the same bytes as they are read: a running hash of a
+        whole file grows while its parts are checksummed, with no second read.
 
     Returns
     -------
@@ -104,6 +114,8 @@ def hash_file(path: str | os.PathLike[str], *, offset: int = 0, length: int | No
             if not n:
                 break
             h.update(view[:n])
+            for other in feed:
+                other.update(view[:n])
             if remaining > 0:
                 remaining -= n
     return h.hexdigest()

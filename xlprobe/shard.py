@@ -50,9 +50,9 @@ def _key_json(key: StoreKey) -> str:
     return json.dumps(key.to_dict(), sort_keys=True)
 
 
-def file_checksum(path: Path, offset: int = 0, length: int | None = None) -> str:
-    """Checksum of a shard file or a byte range of it (:func:`xlprobe.durable.checksum`)."""
-    return checksum(path, offset, length, digest=hash_file)  # this module's name: tests count the hashing
+def file_checksum(path: Path, offset: int = 0, length: int | None = None, feed: Sequence[Any] = ()) -> str:
+    """Checksum of a shard file or a byte range of it (:func:`xlprobe.durable.checksum`); ``feed`` as there."""
+    return checksum(path, offset, length, digest=hash_file, feed=feed)  # this module's name: tests count the hashing
 
 
 # ----------------------------------------------------------------------------- layout and paths

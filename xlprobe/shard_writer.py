@@ -22,9 +22,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from xlprobe.durable import atomic_write, fsync_file, remove_orphan_temps, replace, unlink
+from xlprobe.durable import CHECKSUM_ALGORITHM, atomic_write, fsync_file, remove_orphan_temps, replace, unlink
 from xlprobe.errors import DataError, StoreError
-from xlprobe.fingerprint import hash_array
+from xlprobe.fingerprint import file_hasher, hash_array
 from xlprobe.shard import ShardLayout, ShardPaths, describe_key, file_checksum, header_bytes
 from xlprobe.types import StoreKey
 
@@ -89,6 +89,8 @@ class ShardWriter:
                         "extras": {k: hash_array(a) for k, a in extras.items()}}
         self._starts = np.array([c[0] for c in chunks], dtype=np.int64)
         self._committed: dict[int, str] = {}
+        self._running: Any = None  # the whole file's hash, grown chunk by chunk while they commit in order
+        self._next = 0  # the chunk the running hash expects next
         self._written: dict[int, np.ndarray] = {}
         self._lock: BinaryIO | None = lock  # file objects: the GC closes them if close() is skipped
         self._file: BinaryIO | None = None
@@ -153,6 +155,9 @@ class ShardWriter:
         self._mm = mmap.mmap(self._file.fileno(), length, access=mmap.ACCESS_WRITE)
         shape = (self.n_rows, self.dim)
         self._states = np.ndarray(shape, dtype=np.dtype("<f4"), buffer=self._mm, offset=self._start)
+        if not self._committed:  # nothing committed before: the file's hash can grow with the commits
+            self._running, self._next = file_hasher(), 0
+            self._running.update(self._header)
 
     def _load_progress(self) -> dict[str, Any] | None:
         """The progress file, or None when absent or unreadable."""
@@ -296,9 +301,17 @@ class ShardWriter:
         page = offset - offset % mmap.PAGESIZE
         if length:
             self._mm.flush(page, offset + length - page)  # type: ignore[union-attr]
-        committed = {**self._committed, chunk: self._chunk_checksum(chunk)}
-        self._write_progress(committed)
+        feed = (self._running,) if self._running is not None and chunk == self._next else ()
+        if not feed:
+            self._running = None  # out of order (or resumed): finalize hashes the whole file instead
+        try:
+            committed = {**self._committed, chunk: file_checksum(self.tmp_path, *self._region(chunk), feed=feed)}
+            self._write_progress(committed)
+        except BaseException:
+            self._running = None  # the running hash may hold this chunk's bytes now: no longer trusted
+            raise
         self._committed = committed
+        self._next += bool(feed)
         self._written.pop(chunk, None)
         if length and hasattr(mmap, "MADV_DONTNEED"):  # drop the chunk's pages from RSS: they are on disk
             self._mm.madvise(mmap.MADV_DONTNEED, page, offset + length - page)  # type: ignore[union-attr]
@@ -321,7 +334,7 @@ class ShardWriter:
         self._unmap(sync=True)
         entry = {
             "key": self.key.to_dict(), "size": self.tmp_path.stat().st_size,
-            "checksum": file_checksum(self.tmp_path),
+            "checksum": self._file_checksum(),
             "shape": [self.n_rows, self.dim], "dtype": "float32", "chunks": len(self.chunks),
             "extras": {k: {"dtype": a.dtype.name, "shape": list(a.shape)} for k, a in self._extras.items()},
             "info": self.info, "created": _now(),
@@ -332,6 +345,13 @@ class ShardWriter:
         self._release(unlink_lock=True)
         self._finalized = True
         logger.info("wrote shard %s (%s) [%d, %d]", self.path, describe_key(self.key), self.n_rows, self.dim)
+
+    def _file_checksum(self) -> str:
+        """The whole file's checksum: the running hash plus the extras when every chunk fed it, else a read."""
+        if self._running is None or self._next != len(self.chunks):
+            return file_checksum(self.tmp_path)
+        file_checksum(self.tmp_path, self._start + self.n_rows * self.dim * 4, None, feed=(self._running,))
+        return f"{CHECKSUM_ALGORITHM}:{self._running.hexdigest()}"
 
     # -- closing ------------------------------------------------------------------------------
     def close(self) -> None:

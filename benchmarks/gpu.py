@@ -3,6 +3,7 @@
 
     python benchmarks/gpu.py --device cuda          # mBART-large-50 size (random weights), fp32 + bf16
     python benchmarks/gpu.py --device cpu --quick   # a small MBart: what CI runs to keep this alive
+    python benchmarks/gpu.py --store-only           # the store's side alone (a stand-in device), anywhere
 
 For each dtype and batch size, on the same real verses (the shipped toy tokenizer's pieces, well inside the
 250k vocabulary), rounds alternate (ABBA) between:
@@ -150,6 +151,58 @@ def bench_store(model: Any, tok: Any, records: Any, device: Any, dtype: str, bat
             "serial_over_overlapped": statistics.median(ratio), "seconds": times}
 
 
+def bench_store_io(model: Any, tok: Any, records: Any, batch: int, ms: float, rounds: int,
+                   where: Path) -> dict[str, Any]:
+    """The store's side alone: a stand-in forward that waits ``ms`` per batch (as the host waits for a GPU)
+    and returns random rows of the model's width for every encoder point; real writes, commits, checksums.
+    Overlapped vs serial, ABBA: how much of the store's time the overlap hides at that device speed."""
+    import shutil
+
+    import numpy as np
+
+    from xlprobe.hooks.plan import plan_capture
+    from xlprobe.hooks.runner import PendingRows
+    from xlprobe.hooks.writing import write_plan
+    from xlprobe.store import ActivationStore
+
+    plan = plan_capture(model, tok, records, "encoder.*", batch_size=batch, max_length=128,
+                        chunk_size=max(batch, len(records) // 8))
+    width = model.config.d_model
+    rows = np.random.default_rng(0).normal(size=(batch, width)).astype(np.float32)
+
+    class Device:
+        """Waits like a host waiting on its GPU (sleep releases the GIL), then hands the batch's rows over."""
+
+        def submit(self, idx: Any) -> PendingRows:
+            time.sleep(ms / 1000)
+            return PendingRows({p.name: rows[:len(idx)] + i for i, p in enumerate(plan.points)}, None, idx,
+                               "float32")
+
+        def __call__(self, idx: Any) -> dict[str, Any]:
+            return self.submit(idx).result()
+
+    def capture(overlap: bool) -> None:
+        shutil.rmtree(where, ignore_errors=True)
+        write_plan(ActivationStore.open(where), model, tok, plan, Device(), overlap=overlap)
+
+    modes = {"overlapped": lambda: capture(True), "serial": lambda: capture(False)}
+    times: dict[str, list[float]] = {k: [] for k in modes}
+    for fn in modes.values():
+        fn()
+    for r in range(rounds):
+        for k in (list(modes) if r % 2 == 0 else list(reversed(modes))):
+            t0 = time.perf_counter()
+            modes[k]()
+            times[k].append(time.perf_counter() - t0)
+    shutil.rmtree(where, ignore_errors=True)
+    device_s = len(plan.batches()) * ms / 1000
+    return {"batch": batch, "ms_per_batch": ms, "texts": len(records), "points": len(plan.points),
+            "width": width, "device_seconds": device_s,
+            "store_seconds_serial": statistics.median(times["serial"]) - device_s,
+            "seconds": times, "serial_over_overlapped": statistics.median(
+                [a / b for a, b in zip(times["serial"], times["overlapped"])])}
+
+
 def bench_measures(device: Any, n: int, d: int, rounds: int) -> dict[str, Any]:
     """Debiased linear CKA and a linear probe fit: device tensors against CPU numpy, same data."""
     import numpy as np
@@ -176,6 +229,25 @@ def bench_measures(device: Any, n: int, d: int, rounds: int) -> dict[str, Any]:
     return out
 
 
+def store_only(args: Any) -> None:
+    """The store's side alone at mBART-large-50 width, for three device speeds: print and write the JSON."""
+    import torch
+
+    from xlprobe.toy import load
+
+    _, tok = load("lm")
+    # the encoder's points and width are mBART-large-50's; a small vocabulary and decoder keep it cheap to build
+    model = mbart_model(dict(MBART_LARGE_50, decoder_layers=1, vocab_size=8192))
+    texts, out = verses(4096), {"machine": machine_facts(torch.get_num_threads()), "store_io": []}
+    for ms in (5.0, 10.0, 20.0):
+        r = bench_store_io(model, tok, texts, 64, ms, args.rounds or 3, args.store_dir)
+        out["store_io"].append(r)
+        print(f"device {ms:4.1f} ms a batch: {r['texts']} texts, {r['points']} points x {r['width']}: device "
+              f"{r['device_seconds']:.2f} s, serial store work {r['store_seconds_serial']:.2f} s, "
+              f"serial / overlapped {r['serial_over_overlapped']:.3f}")
+    write_json(out, args.out or RESULTS / f"gpu-store-{time.strftime('%Y-%m-%d')}.json")
+
+
 def main() -> None:
     """Parse, run every configuration, print the table, write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -186,6 +258,9 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=None, help="verses per timing (default 256; quick: 16)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5; quick: 2)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/gpu-...json)")
+    ap.add_argument("--store-only", action="store_true",
+                    help="only the store's side: a stand-in device at 5, 10, 20 ms a batch of 64, mBART-large-50 "
+                         "width (14 points x 1024), 2,024 verses; runs anywhere")
     ap.add_argument("--store-dir", type=Path, default=Path("/tmp/xlprobe-gpu-bench-store"),
                     help="where the store benchmark writes (deleted after each round; put it on the disk to test)")
     args = ap.parse_args()
@@ -194,6 +269,9 @@ def main() -> None:
 
     from xlprobe.toy import load
 
+    if args.store_only:
+        store_only(args)
+        return
     device = resolve_device(args.device)
     quick = args.quick
     dtypes = (args.dtypes or ("float32" if quick else "float32,bfloat16")).split(",")
@@ -229,6 +307,11 @@ def main() -> None:
             print(row((dtype, str(batch), str(r["chunk"]), f"{s['overlapped']:.1f}", f"{s['serial']:.1f}",
                        f"{r['serial_over_overlapped']:.3f}"), widths[:6]))
             results["store"].append(r)
+    ms = 2.0 if quick else 10.0
+    results["store_io"] = r = bench_store_io(model, tok, texts, batches[-1], ms, rounds, args.store_dir)
+    print(f"store alone, a device taking {ms} ms a batch of {batches[-1]}: {r['points']} points x {r['width']}, "
+          f"device {r['device_seconds']:.2f} s, serial store work {r['store_seconds_serial']:.2f} s, "
+          f"serial / overlapped {r['serial_over_overlapped']:.3f}")
     results["measures"] = bench_measures(device, 512 if quick else 4096, 64 if quick else 1024, rounds)
     print("measures:", {k: v for k, v in results["measures"].items()})
     stamp = time.strftime("%Y-%m-%d")

@@ -596,3 +596,12 @@ def test_library_versions() -> None:
     versions = library_versions()
     assert set(versions) == {"python", "torch", "transformers", "numpy", "safetensors", "xlprobe"}
     assert versions["numpy"] == np.__version__
+
+
+def test_a_store_made_without_open_says_so_before_writing(tmp_path: Path) -> None:
+    from xlprobe.types import Dataset
+
+    store = ActivationStore(tmp_path / "never-opened")
+    with pytest.raises(StoreError, match="has no manifest.json") as err:
+        store.write_records(Dataset.from_texts(["a", "b"]))
+    assert "ActivationStore.open(path)" in err.value.hint and not (tmp_path / "never-opened").exists()

@@ -393,6 +393,7 @@ class ActivationStore:
         if not isinstance(dataset, Dataset):
             raise DataError(f"write_records takes an xlprobe.types.Dataset; got {type(dataset).__name__}",
                             hint="wrap records with Dataset(name, records)")
+        self._manifest()  # a store opened with open(): else its clear StoreError, before anything is written
         fp = dataset.fingerprint
         path = self._records_path(fp)
         try:

@@ -12,12 +12,27 @@ import numpy as np
 
 from xlprobe.errors import ConfigError, DataError
 
-__all__ = ["as_rep", "as_pair", "as_labels", "as_groups", "check_int", "check_float"]
+__all__ = ["as_rep", "as_pair", "as_labels", "as_groups", "check_int", "check_float", "to_host"]
+
+
+def to_host(a: Any) -> Any:
+    """A torch tensor as a numpy array (detached, on the CPU; float16 / bfloat16 as float32); anything else as is.
+
+    Every measure's input check goes through it, so measures take tensors on any device (one copy to the
+    host; the probes and CKA can also compute on the device: ``device=``). Torch is not imported here.
+    """
+    if type(a).__module__.startswith("torch") and hasattr(a, "detach"):
+        a = a.detach()
+        if a.is_floating_point() and str(a.dtype) not in ("torch.float32", "torch.float64"):
+            a = a.float()
+        return a.cpu().numpy()
+    return a
 
 
 def as_rep(X: Any, name: str = "X", *, copy: bool = False, dtype: Any = np.float64, min_rows: int = 1
            ) -> np.ndarray:
     """A finite 2-D float array [n items, d >= 1 features] (a private copy if ``copy``)."""
+    X = to_host(X)
     try:
         A = np.array(X, dtype=dtype) if copy else np.asarray(X, dtype=dtype)
     except (TypeError, ValueError) as exc:
@@ -50,7 +65,7 @@ def as_pair(X: Any, Y: Any, *, copy: bool = False, min_rows: int = 1) -> tuple[n
 
 def as_labels(y: Any, n: int, name: str = "y", *, min_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes 0..K-1 of a 1-D label array with one entry per item, and the class values."""
-    a = np.asarray(y)
+    a = np.asarray(to_host(y))
     if a.ndim != 1 or a.shape[0] != n:
         raise DataError(f"{name} must be 1-D with one label per item ({n}); got shape {a.shape}",
                         hint="pass one label per row of X, in the same order")
@@ -70,7 +85,7 @@ def as_groups(groups: Any, n: int, name: str = "groups") -> np.ndarray | None:
     """Integer codes 0..G-1 of a 1-D group array (None stays None)."""
     if groups is None:
         return None
-    g = np.asarray(groups)
+    g = np.asarray(to_host(groups))
     if g.ndim != 1 or g.shape[0] != n:
         raise DataError(f"{name} must be 1-D with one entry per item ({n}); got shape {g.shape}",
                         hint="pass the parallel-group id of every item, in the order of the data")

@@ -28,7 +28,6 @@ import warnings
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
@@ -36,8 +35,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from xlprobe.errors import ConfigError, DataError
+from xlprobe.probes.arrays import to_host
 
-__all__ = ["TorchProbe", "NOISE_FLOOR", "check_random_state", "to_host"]
+__all__ = ["TorchProbe", "NOISE_FLOOR", "check_random_state"]
 
 #: A column whose standard deviation is at most this fraction of the layer's typical column scale (the
 #: median over columns of the root mean square) is constant for standardisation. float32 activations
@@ -55,16 +55,6 @@ def check_random_state(v: Any) -> int:
         raise ConfigError(f"random_state must be None or an integer >= 0; got {v!r}",
                           hint="pass e.g. random_state=0 (None means 0, or the seed of probe_layers)")
     return int(v)
-
-
-def to_host(a: Any) -> Any:
-    """A torch tensor as a numpy array (detached, on the CPU; float16 / bfloat16 as float32); anything else as is."""
-    if isinstance(a, torch.Tensor):
-        a = a.detach()
-        if a.is_floating_point() and a.dtype not in (torch.float32, torch.float64):
-            a = a.float()
-        return a.cpu().numpy()
-    return a
 
 
 class TorchProbe(ClassifierMixin, BaseEstimator):

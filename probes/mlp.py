@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from xlprobe.errors import ConfigError, DataError
-from xlprobe.probes.arrays import check_float, check_int
-from xlprobe.probes.estimator import TorchProbe, check_random_state, to_host
+from xlprobe.probes.arrays import check_float, check_int, to_host
+from xlprobe.probes.estimator import TorchProbe, check_random_state
 
 __all__ = ["MLPProbe"]
 

@@ -226,7 +226,23 @@ def bench_measures(device: Any, n: int, d: int, rounds: int) -> dict[str, Any]:
     out["cka"] = {"numpy_s": statistics.median(cpu), "torch_device_s": statistics.median(dev),
                   "numpy_over_torch": statistics.median(cpu) / statistics.median(dev),
                   "value_numpy": values[0], "value_torch": values[1]}
+    out["linear_probe"] = bench_probe(X, Xt, device, rounds)
     return out
+
+
+def bench_probe(X: Any, Xt: Any, device: Any, rounds: int) -> dict[str, Any]:
+    """LinearProbe fit (8 classes): numpy rows fitted on the CPU against device tensors fitted on the device."""
+    import numpy as np
+
+    from xlprobe.probes import LinearProbe
+
+    y = (np.argsort(X[:, :8], axis=1)[:, -1]).astype(np.int64)  # a learnable 8-way label
+    cpu_probe, dev_probe = LinearProbe(random_state=0), LinearProbe(random_state=0, device=str(device))
+    cpu = [timed(lambda: cpu_probe.fit(X, y), device) for _ in range(rounds)]
+    dev = [timed(lambda: dev_probe.fit(Xt, y), device) for _ in range(rounds)]
+    return {"classes": 8, "cpu_s": statistics.median(cpu), "device_s": statistics.median(dev),
+            "cpu_over_device": statistics.median(cpu) / statistics.median(dev),
+            "accuracy_cpu": float(cpu_probe.score(X, y)), "accuracy_device": float(dev_probe.score(Xt, y))}
 
 
 def store_only(args: Any) -> None:

@@ -27,6 +27,9 @@ def test_the_gpu_benchmark_runs_on_cpu_and_writes_its_table(tmp_path):
     assert store["serial_over_overlapped"] > 0 and not (tmp_path / "store").exists()
     cka = res["measures"]["cka"]
     assert isinstance(cka, str) or abs(cka["value_numpy"] - cka["value_torch"]) < 1e-5
+    lp = res["measures"]["linear_probe"]
+    assert lp["cpu_s"] > 0 and lp["device_s"] > 0 and abs(lp["accuracy_cpu"] - lp["accuracy_device"]) < 0.02
+    assert res["store_io"]["width"] == 64 and res["store_io"]["serial_over_overlapped"] > 0
 
 
 def test_asking_for_cuda_without_a_gpu_says_what_to_do():

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from xlprobe.hooks import extract
     from xlprobe.probes import LinearProbe
     from xlprobe.store import ActivationStore
-    from xlprobe.types import Record
+    from xlprobe.types import Dataset, Record
 
     results: dict[str, bool] = {}
     texts = _texts(args.n)
@@ -95,9 +95,75 @@ def main(argv: list[str] | None = None) -> int:
     p_dev = LinearProbe(C=1.0, device=args.device).fit(X, y).predict_proba(X)
     diff = float(np.abs(p_cpu - p_dev).max())
     check("LinearProbe fit on the device", diff < 1e-3, f"max |p_device - p_cpu| {diff:.2e}", results)
+    measure_checks(args.device, X, y, results)
+    data_set = Dataset("device-check", tuple(data))
+    attribution_check(args.device, tok, data_set, results)
+    store_overlap_check(dev_model, tok, texts, opts, results)
     bad = sum(not ok for ok in results.values())
     print(f"{len(results) - bad} passed, {bad} failed", flush=True)
     return 1 if bad else 0
+
+
+def measure_checks(device: str, X: np.ndarray, y: np.ndarray, results: dict[str, bool]) -> None:
+    """MLPProbe, CKA and a registered measure on device tensors against the CPU."""
+    from xlprobe.probes import MLPProbe, cka
+    from xlprobe.registry import get_measure
+
+    Xt = torch.from_numpy(X).to(device)
+    p_cpu = MLPProbe(hidden=16, max_epochs=20, random_state=0).fit(X, y).predict_proba(X)
+    p_dev = MLPProbe(hidden=16, max_epochs=20, random_state=0, device=device).fit(Xt, y).predict_proba(Xt)
+    diff = float(np.abs(p_cpu - p_dev).max())
+    check("MLPProbe fit on the device", diff < 0.05, f"max |p_device - p_cpu| {diff:.2e} (not bitwise)", results)
+    Y = X[:, ::-1].copy()
+    diff = abs(float(cka(Xt, torch.from_numpy(Y).to(device), debiased=True)) - float(cka(X, Y, debiased=True)))
+    check("CKA on device tensors", diff < 1e-6, f"|device - numpy| {diff:.2e}", results)
+    sep = get_measure("separability.knn")
+    a, b = sep(Xt.bfloat16(), torch.from_numpy(y).to(device), None, seed=0), sep(
+        Xt.bfloat16().float().cpu().numpy(), y, None, seed=0)
+    check("a registered measure on bf16 device tensors", a == b, f"separability.knn {a:.4f} vs {b:.4f}", results)
+
+
+def attribution_check(device: str, tok: object, data: object, results: dict[str, bool]) -> None:
+    """TransferGap and its path attribution (toy lm -> mt) on the device against the CPU."""
+    from xlprobe import toy
+    from xlprobe.path_metrics import TransferGap
+    from xlprobe.probes.attribution import ParameterPathAttribution
+
+    metric = TransferGap(tok, data, layer="encoder.1", task="kind", train_lang="en")
+    out = {}
+    for where in ("cpu", device):
+        a, b = toy.load("lm")[0].to(where), toy.load("mt")[0].to(where)
+        t0 = time.perf_counter()
+        rows, delta = ParameterPathAttribution(metric).attribute(a, b, groups="layer", n_steps=4,
+                                                                 return_convergence_delta=True)
+        out[where] = (rows, float(delta), time.perf_counter() - t0)
+    ca, cd = out["cpu"][0], out[device][0]
+    change = abs(float(cd.metric_b.iloc[0] - ca.metric_b.iloc[0])) + abs(float(cd.metric_a.iloc[0] - ca.metric_a.iloc[0]))
+    diff = float(np.abs(ca.sort_values("group").value.to_numpy() - cd.sort_values("group").value.to_numpy()).max())
+    check("path attribution of TransferGap on the device", change < 1e-3 and diff < 1e-2,
+          f"metric ends differ by {change:.2e}, attributions by {diff:.2e}; completeness error "
+          f"{out[device][1]:.2e}; {out[device][2]:.1f} s vs {out['cpu'][2]:.1f} s on cpu", results)
+
+
+def store_overlap_check(model: torch.nn.Module, tok: object, texts: list[str], opts: dict,
+                        results: dict[str, bool]) -> None:
+    """The store written with overlapped writes and pinned copies equals the serial path byte for byte."""
+    from xlprobe.hooks.plan import plan_capture
+    from xlprobe.hooks.runner import PlanRunner
+    from xlprobe.hooks.writing import write_plan
+    from xlprobe.store import ActivationStore
+
+    plan = plan_capture(model, tok, texts, "all", chunk_size=24, **opts)
+    runner = PlanRunner(model, plan)
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        fast = ActivationStore.open(f"{tmp}/overlap")
+        slow = ActivationStore.open(f"{tmp}/serial")
+        keys = write_plan(fast, model, tok, plan, runner)
+        write_plan(slow, model, tok, plan, runner, overlap=False)
+        same = all(np.array_equal(np.asarray(fast.read(k)), np.asarray(slow.read(k))) for k in keys)
+        check("store: overlapped writes and pinned copies equal the serial path", same and fast.verify() == [],
+              f"{len(keys)} shards equal: {same}; verify clean: {fast.verify() == []}", results)
 
 
 if __name__ == "__main__":

@@ -300,3 +300,42 @@ def test_attribution_on_the_suites_cpu_device_gives_the_rows_of_the_default(monk
     again = attribution_step(explicit, suite_data(explicit), plan_suite(explicit).attribution)
     pd.testing.assert_frame_equal(rows, again)
     assert set(rows.checkpoint) == {"toy:lm-cont"} and len(rows) > 0
+
+
+NPROC = """\
+name: nproc
+checkpoints:
+  - {model: toy:lm, role: base}
+  - toy:mt
+data: {corpus: bible, languages: [en, fr], books: [Ruth], size: 40}
+layers: [encoder.0, encoder.2]
+measures:
+  - probe.linear: {task: language}
+  - cka.linear.debiased
+n_boot: 20
+"""
+
+
+@pytest.mark.slow
+def test_run_with_two_processes_equals_one_process(tmp_path):
+    suite = tmp_path / "nproc.yaml"
+    suite.write_text(NPROC)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"run{n}"
+        done = subprocess.run([sys.executable, "-m", "xlprobe", "run", str(suite), "--out", str(out),
+                               "--nproc", str(n)], capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        runs[n] = out
+    one, two = (pd.read_parquet(runs[n] / "results.parquet") for n in (1, 2))
+    cols = ["measure", "checkpoint", "layer", "control", "value", "ci_low", "ci_high"]
+    cols = [c for c in cols if c in one.columns]
+    pd.testing.assert_frame_equal(one[cols].reset_index(drop=True), two[cols].reset_index(drop=True))
+    assert (runs[2] / "report.html").exists() and not list((runs[2] / "store" / "shards").glob("*.parts"))
+    from xlprobe.store import ActivationStore
+
+    a, b = ActivationStore.open(runs[1] / "store"), ActivationStore.open(runs[2] / "store")
+    assert a.keys() == b.keys() and b.verify() == []
+    for k in a.keys():
+        assert np.array_equal(np.asarray(a.read(k)), np.asarray(b.read(k)))

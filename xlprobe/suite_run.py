@@ -135,9 +135,12 @@ def run_suite(suite: Suite, out: str | Path, *, progress: bool = False) -> pd.Da
     """Capture, compute every planned measure, write results and provenance; resumes a killed run.
 
     ``progress``: a bar on stderr naming the running step, and a line per finished step with its time
-    (``xlprobe run`` shows it; every step is logged at INFO either way).
+    (``xlprobe run`` shows it; every step is logged at INFO either way). Under torchrun (``xlprobe run
+    --nproc N``) the processes split every checkpoint's capture batches; process 0 then runs the steps,
+    figures and report, and the others return an empty frame.
     """
     from xlprobe import __version__
+    from xlprobe.hooks.distributed import env_rank
     from xlprobe.results import write_results
     from xlprobe.runs import probe_run
     from xlprobe.similarity import similarity_run
@@ -147,9 +150,13 @@ def run_suite(suite: Suite, out: str | Path, *, progress: bool = False) -> pd.Da
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_suite(suite)
     ds = suite_data(suite)
-    prog = _Progress(len(suite.checkpoints) + len(plan.steps()) + 1, progress)
+    rank = env_rank()
+    prog = _Progress(len(suite.checkpoints) + len(plan.steps()) + 1, progress and rank == 0)
     try:
         timings: dict[str, Any] = {"capture": capture_checkpoints(suite, out, ds, prog)}
+        if rank > 0:  # under torchrun every process took its share of the captures; process 0 does the rest
+            log.info("process %d: captures done; process 0 computes the measures", rank)
+            return pd.DataFrame()
         base, control = suite.role("base"), suite.role("control")
         roles = dict(base=base.label if base else None, control=control.label if control else None)
         frames = []

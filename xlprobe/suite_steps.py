@@ -22,10 +22,13 @@ __all__ = ["suite_device", "capture_checkpoints", "weights_step", "transfer_step
 log = logging.getLogger(__name__)
 
 def suite_device(suite: Suite) -> str:
-    """The torch device the suite's ``device:`` names on this machine (``auto`` resolved; ConfigError if absent)."""
-    from xlprobe.devices import resolve_device
+    """The torch device the suite's ``device:`` names on this machine (``auto`` resolved; ConfigError if absent).
 
-    return resolve_device(suite.device)
+    Under torchrun a bare ``cuda`` is this process's GPU (``cuda:$LOCAL_RANK``).
+    """
+    from xlprobe.devices import rank_device, resolve_device
+
+    return rank_device(resolve_device(suite.device))
 
 
 def capture_checkpoints(suite: Suite, out: Path, ds: Any, prog: Any = None) -> dict[str, float]:

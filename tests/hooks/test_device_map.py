@@ -122,3 +122,15 @@ def test_an_offloaded_model_writes_the_same_shards_as_the_model_loaded_whole(sav
         np.testing.assert_allclose(store.read(key), want[store.entry(key)["info"]["alias"]], rtol=0, atol=1e-6)
         assert store.entry(key)["info"]["device"] == "cpu+disk"
     assert store.verify() == []
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_autocast_on_a_split_model_equals_autocast_on_the_model_whole(saved, plain, tmp_path):
+    model, tok, full = plain
+    want = extract(model, tok, TEXTS, "encoder.*", src_lang="en_XX", batch_size=8, dtype="bfloat16")
+    split, tok2 = load_model(str(saved), device_map=SPLIT, offload_folder=tmp_path / "off")
+    got = extract(split, tok2, TEXTS, "encoder.*", src_lang="en_XX", batch_size=8, dtype="bfloat16")
+    for name in want:
+        assert got[name].dtype == np.float32
+        np.testing.assert_array_equal(got[name], want[name])  # the same bf16 kernels, wherever the weights were
+    assert max(float(np.abs(want[n] - full[n]).max()) for n in want) > 0  # bf16 did run (it differs from fp32)

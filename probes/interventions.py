@@ -50,13 +50,16 @@ def _params(model_a: torch.nn.Module, model_b: torch.nn.Module) -> tuple[dict, d
                   doc="A caller's whole-model metric (a task loss) of an intervened model: interpolated weights "
                       "or a transplant (rows of xlprobe.intervene).")
 def interpolate(model_a: torch.nn.Module, model_b: torch.nn.Module, alpha: float) -> torch.nn.Module:
-    """A copy of A with every parameter at (1 - alpha) A + alpha B (0: A, 1: B); neither input changes."""
+    """A copy of A with every parameter at (1 - alpha) A + alpha B (0: A, 1: B); neither input changes.
+
+    The copy lives where A does; B may be on another device (its values are brought to A's).
+    """
     alpha = check_float("alpha", alpha, -1.0, 2.0)
     pa, pb = _params(model_a, model_b)
     out = copy.deepcopy(model_a)
     with torch.no_grad():
         for name, p in out.named_parameters():
-            p.copy_((1.0 - alpha) * pa[name] + alpha * pb[name])  # exact at both ends
+            p.copy_((1.0 - alpha) * pa[name] + alpha * pb[name].to(p.device))  # exact at both ends
     return out
 
 

@@ -63,9 +63,27 @@ def _comparisons():
     return pd.DataFrame(rows)
 
 
-def test_each_kind_is_drawn_from_its_rows_and_kept_on_resume(tmp_path):
+def _spectra_table(folder):
+    """The weights step's side table: singular values of two matrices, base / checkpoint / delta."""
+    import numpy as np
+
+    rows = []
+    for c in ("toy:mt", "toy:lm-cont"):
+        for name in ("model.encoder.layers.1.fc1.weight", "model.encoder.layers.1.self_attn.q_proj.weight"):
+            for which, scale in (("a", 1.0), ("b", 1.1), ("delta", 0.2)):
+                rows += [dict(param=name, which=which, index=i, sigma=float(v), checkpoint=c, ref_checkpoint="toy:lm")
+                         for i, v in enumerate(scale * np.geomspace(4, 0.1, 16))]
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(folder / "spectra.parquet")
+
+
+def test_each_kind_is_drawn_from_its_rows_and_kept_on_resume(tmp_path, monkeypatch):
+    import xlprobe.loading
+
+    monkeypatch.setattr(xlprobe.loading, "load_model", lambda *a, **k: pytest.fail("a figure loaded a model"))
     suite = parse_suite(SUITE)
     _comparisons().to_parquet(tmp_path / "comparisons.parquet")
+    _spectra_table(tmp_path / "steps" / "weights")
     written, pending = draw_figures(suite, tmp_path, _results())
     names = sorted(p.name for p in written)
     assert names == sorted(f"{k}.{e}" for k in suite.figures for e in ("png", "svg"))
@@ -87,6 +105,14 @@ def test_kinds_without_rows_are_pending(tmp_path, caplog):
         written, pending = draw_figures(parse_suite(SUITE.replace("paired_differences, weight_bars, weight_spectra, ",
                                                                   "")), tmp_path, bad)
     assert pending == ["attribution_bars"] and "figure attribution_bars not drawn" in caplog.text
+
+
+def test_spectra_without_the_weights_steps_table_are_pending_and_say_why(tmp_path, caplog):
+    suite = parse_suite(SUITE.replace("paired_differences, weight_bars, weight_spectra, attribution_bars",
+                                      "weight_spectra"))
+    with caplog.at_level(logging.WARNING):
+        written, pending = draw_figures(suite, tmp_path, _results())
+    assert written == [] and pending == ["weight_spectra"] and "spectra.parquet" in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["paired_differences", "weight_bars", "attribution_bars"])

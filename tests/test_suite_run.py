@@ -339,3 +339,21 @@ def test_run_with_two_processes_equals_one_process(tmp_path):
     assert a.keys() == b.keys() and b.verify() == []
     for k in a.keys():
         assert np.array_equal(np.asarray(a.read(k)), np.asarray(b.read(k)))
+
+
+def test_the_weights_step_writes_the_spectra_the_figure_reads(tmp_path):
+    from xlprobe.suite_steps import weights_step
+
+    suite = parse_suite(TABLES.replace("n_boot: 20", "n_boot: 20\nfigures: [weight_spectra]"))
+    rows = weights_step(suite, ["weights.rel_change"], tmp_path, spectra=True)
+    table = pd.read_parquet(tmp_path / "spectra.parquet")
+    assert set(table.checkpoint) == {"toy:mt", "toy:lm-cont"} == set(rows.checkpoint)  # random-init left out
+    params = list(dict.fromkeys(table.param))
+    assert params == ["model.encoder.layers.1.fc1.weight", "model.encoder.layers.1.self_attn.q_proj.weight",
+                      "model.decoder.layers.1.encoder_attn.v_proj.weight"]  # middle blocks, in drawing order
+    one = table[(table.param == params[0]) & (table.checkpoint == "toy:mt")]
+    assert set(one.which) == {"a", "b", "delta"} and (one.sigma >= 0).all()
+    a = one[one.which == "a"].sigma.to_numpy()
+    assert np.all(np.diff(a) <= 1e-9) and a[0] > 0  # singular values, largest first
+    weights_step(suite, ["weights.rel_change"], tmp_path / "none", spectra=False)
+    assert not (tmp_path / "none" / "spectra.parquet").exists()

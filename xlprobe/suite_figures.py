@@ -10,7 +10,7 @@ contrast, significance marked.
 ``weight_bars``: the ``weights.rel_change`` rows pooled per layer and per module type.
 ``weight_spectra``: singular values of three matrices (the middle encoder block's ``fc1`` and ``q``, the
 middle decoder block's cross-attention ``v`` or ``fc1``) of the base and of each checkpoint that has
-weights rows, the models loaded again for it. ``attribution_bars``: the ``attribution.path`` rows (one
+weights rows, from the table the weights step wrote while it had the models loaded (no model loads here). ``attribution_bars``: the ``attribution.path`` rows (one
 grouping: ``layer_module`` if there, else the first). A figure already in ``figures/`` is not redrawn (a
 resumed run keeps it); the kinds asked for and not drawn (no rows for them yet, or not drawn by a suite
 yet) are returned as pending.
@@ -94,31 +94,14 @@ def _paired(out: Path, results: pd.DataFrame) -> tuple[pd.DataFrame, list[str], 
     return (comp, contrasts, measures) if measures else None
 
 
-def _spectra(suite: Suite, weights: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """weight_spectra of up to three matrices, base against every checkpoint with weights rows."""
-    from xlprobe.loading import load_model
-    from xlprobe.probes.weights import weight_spectra
-
-    params: list[str] = []
-    for side, modules, k in (("encoder", ("fc1", "q"), 2), ("decoder", ("cross_v", "fc1"), 1)):
-        rows = weights[(weights.side == side) & weights.param.str.endswith(".weight")]
-        blocks = sorted({la for la in rows.layer if la.rsplit(".", 1)[-1].isdigit()},
-                        key=lambda la: int(la.rsplit(".", 1)[-1]))
-        if blocks:
-            middle = rows[rows.layer == blocks[len(blocks) // 2]]
-            found = [middle[middle.module == m].param.iloc[0] for m in modules if (middle.module == m).any()]
-            params += found[:k]
-    params = list(dict.fromkeys(params))[:3]
-    if not params:
-        return pd.DataFrame(), params
-    base = suite.role("base") or suite.checkpoints[0]
-    a, _ = load_model(base.model)
-    frames = []
-    for c in suite.checkpoints:
-        if c.label in set(weights.checkpoint):
-            b, _ = load_model(c.model)
-            frames.append(weight_spectra(a, b, params).assign(checkpoint=c.label, ref_checkpoint=base.label))
-    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), params
+def _spectra(out: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The weights step's spectra table (``steps/weights/spectra.parquet``) and its matrices, in order."""
+    path = out / "steps" / "weights" / "spectra.parquet"
+    if not path.is_file():
+        raise DataError(f"no spectra table at {path}: the weights step writes it when the suite lists "
+                        "weight_spectra", hint="a run from before: remove steps/weights and rerun the suite")
+    table = pd.read_parquet(path)
+    return table, list(dict.fromkeys(table.param))
 
 
 def _attribution_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -213,7 +196,7 @@ def draw_figures(suite: Suite, out: Path, results: pd.DataFrame) -> tuple[list[P
                                                 title=f"suite {suite.name}: weight divergence"))
     if wanted("weight_spectra") and not weights.empty and {"param", "side", "module"} <= set(weights.columns):
         def spectra_figure() -> Any:
-            table, params = _spectra(suite, weights)
+            table, params = _spectra(out)
             if table.empty:
                 raise DataError("no matrices to draw the spectra of")
             return weight_spectra(table, params, controls=controls, order=order,

@@ -172,7 +172,8 @@ def run_suite(suite: Suite, out: str | Path, *, progress: bool = False) -> pd.Da
             _step(out, "similarity-references", lambda f: _reference_contrasts(out, suite, plan), timings,
                   table="comparisons", prog=prog)  # rows for comparisons.parquet only
         if plan.weights:
-            frames.append(_step(out, "weights", lambda f: weights_step(suite, plan.weights), timings, prog=prog))
+            frames.append(_step(out, "weights", lambda f: weights_step(
+                suite, plan.weights, f, spectra="weight_spectra" in suite.figures), timings, prog=prog))
         for name, params in plan.transfer.items():
             frames.append(_step(out, name, lambda f, kw=params: transfer_step(suite, out, kw, f), timings, prog=prog))
         if plan.attribution:

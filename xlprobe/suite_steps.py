@@ -16,8 +16,8 @@ from xlprobe.errors import ConfigError
 from xlprobe.suite import Suite
 from xlprobe.suite_plan import data_spec
 
-__all__ = ["suite_device", "capture_checkpoints", "weights_step", "transfer_step", "attribution_step", "gap_per_group",
-           "store_reps"]
+__all__ = ["suite_device", "capture_checkpoints", "weights_step", "spectra_params", "transfer_step",
+           "attribution_step", "gap_per_group", "store_reps"]
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,21 @@ def capture_checkpoints(suite: Suite, out: Path, ds: Any, prog: Any = None) -> d
     return seconds
 
 
-def weights_step(suite: Suite, names: list[str]) -> pd.DataFrame:
-    """compare_weights of every checkpoint of the base's architecture against the base."""
+def weights_step(suite: Suite, names: list[str], folder: Path | None = None, *, spectra: bool = False
+                 ) -> pd.DataFrame:
+    """compare_weights of every checkpoint of the base's architecture against the base.
+
+    With ``spectra`` (the suite draws ``weight_spectra``), the singular values of up to three matrices
+    (:func:`spectra_params`) are written to ``folder/spectra.parquet`` while both models are loaded, so the
+    figure reads a table instead of loading every checkpoint again.
+    """
+    from xlprobe.durable import atomic_write
     from xlprobe.loading import load_model
-    from xlprobe.probes.weights import compare_weights
+    from xlprobe.probes.weights import compare_weights, weight_spectra
 
     base = suite.role("base") or suite.checkpoints[0]
     a, _ = load_model(base.model)
-    frames = []
+    frames, side, params = [], [], None
     for c in suite.checkpoints:
         if c is base or c.model.startswith("random-init"):
             continue
@@ -70,8 +77,31 @@ def weights_step(suite: Suite, names: list[str]) -> pd.DataFrame:
             log.info("weights: %s is another architecture than %s, left out", c.label, base.label)
             continue
         frames.append(compare_weights(a, b, checkpoint=c.label, ref_checkpoint=base.label))
+        if spectra:
+            params = spectra_params(frames[-1]) if params is None else params
+            side.append(weight_spectra(a, b, params).assign(checkpoint=c.label, ref_checkpoint=base.label))
+    if spectra and folder is not None and side:
+        table = pd.concat(side, ignore_index=True)
+        rank = {name: i for i, name in enumerate(params or [])}  # rows in the order the figure draws them
+        table = table.sort_values("param", key=lambda col: col.map(rank), kind="stable", ignore_index=True)
+        atomic_write(folder / "spectra.parquet", lambda path: table.to_parquet(path))
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return df[df.measure.isin(names)] if not df.empty else df
+
+
+def spectra_params(weights: pd.DataFrame) -> list[str]:
+    """Up to three matrices whose spectra a suite draws: the middle encoder block's fc1 and q, a decoder's cross_v."""
+    rows = weights[weights.measure == "weights.rel_change"] if "measure" in weights else weights
+    params: list[str] = []
+    for side, modules, k in (("encoder", ("fc1", "q"), 2), ("decoder", ("cross_v", "fc1"), 1)):
+        mine = rows[(rows.side == side) & rows.param.str.endswith(".weight")]
+        blocks = sorted({la for la in mine.layer if la.rsplit(".", 1)[-1].isdigit()},
+                        key=lambda la: int(la.rsplit(".", 1)[-1]))
+        if blocks:
+            middle = mine[mine.layer == blocks[len(blocks) // 2]]
+            found = [middle[middle.module == m].param.iloc[0] for m in modules if (middle.module == m).any()]
+            params += found[:k]
+    return list(dict.fromkeys(params))[:3]
 
 
 def store_reps(store: Any, names: dict[str, str], data_fp: str, pooling: str) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,6 @@ from xlprobe.probes.arrays import as_groups, as_labels, as_rep, to_host
 from xlprobe.registry import list_measures
 
 
-
 def _data(seed: int = 0):
     """24 parallel groups in two languages; a label shared by a group; a language offset."""
     rng = np.random.default_rng(seed)

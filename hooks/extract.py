@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from xlprobe.errors import ConfigError
-from xlprobe.hooks.distributed import write_plan_ranked
+from xlprobe.hooks.distributed import env_world, write_plan_ranked
 from xlprobe.hooks.memory import MemoryTrimmer
 from xlprobe.hooks.plan import MAX_BATCH_SIZE, CapturePlan, plan_capture
 from xlprobe.hooks.runner import (
@@ -196,6 +196,10 @@ def run_plan(model: nn.Module, tokenizer: Any, plan: CapturePlan, *, store: Any 
                                      progress=progress)
             log.info("wrote %d shard(s) for %d texts in %.1fs", len(keys), plan.n, time.perf_counter() - t0)
             return keys
+        if env_world() > 1:
+            log.warning("extract in memory under torchrun (%d processes) is not split: every process computes "
+                        "every batch; pass store=ActivationStore.open(path) to split the batches over them",
+                        env_world())
         arrays = _in_memory(plan, forward, progress)
     finally:
         model.train(was_training)

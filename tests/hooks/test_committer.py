@@ -215,3 +215,15 @@ def test_in_memory_capture_reads_a_batch_after_launching_the_next(tiny_model, ve
     assert kinds[:4] == ["run", "run", "read", "run"]  # batch 1 launched before batch 0 is read
     assert kinds.count("run") == kinds.count("read")
     assert all(np.array_equal(got[a], ref[a]) for a in ref)
+
+
+def test_in_memory_extract_under_torchrun_says_it_is_not_split(tiny_model, monkeypatch, caplog):
+    import logging
+
+    from xlprobe.hooks.extract import extract
+
+    model, tok = tiny_model("bert")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with caplog.at_level(logging.WARNING):
+        got = extract(model, tok, ["a b c", "d e"], "encoder.0")
+    assert "not split" in caplog.text and "store=" in caplog.text and got["encoder.0"].shape[0] == 2

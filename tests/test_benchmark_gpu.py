@@ -41,3 +41,23 @@ def test_asking_for_cuda_without_a_gpu_says_what_to_do():
     done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cuda"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0 and "--device cpu --quick" in done.stderr
+
+
+def test_the_benchmarks_verses_are_the_corpus_verses():
+    import importlib.util
+
+    from xlprobe.tasks import load_data
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    want = load_data("bible:en,fr?books=Ruth,Jonah,John", limit=2048, seed=0)
+    got = [json.loads(line) for line in gpu.VERSES.read_text(encoding="utf-8").splitlines()]
+    assert [(r["id"], r["text"], r["lang"], r["group"]) for r in got] == [(r.id, r.text, r.lang, r.group) for r in want]
+    few = gpu.verses(16)
+    assert len(few) == 16 and {r.lang for r in few} == {"en", "fr"}
+    pairs = {}
+    for r in few:
+        pairs.setdefault(r.group, set()).add(r.lang)
+    assert all(v == {"en", "fr"} for v in pairs.values())  # whole parallel groups
+    assert [r.text for r in gpu.verses(16)] == [r.text for r in few] and len(gpu.verses(5000)) == 2024

@@ -227,3 +227,34 @@ def test_in_memory_extract_under_torchrun_says_it_is_not_split(tiny_model, monke
     with caplog.at_level(logging.WARNING):
         got = extract(model, tok, ["a b c", "d e"], "encoder.0")
     assert "not split" in caplog.text and "store=" in caplog.text and got["encoder.0"].shape[0] == 2
+
+
+def test_an_overflow_found_on_the_writer_thread_stops_the_store_capture(tmp_path, tiny_model):
+    from xlprobe.errors import NumericalError
+    from xlprobe.hooks.extract import extract
+
+    model, tok = tiny_model("bert")
+    texts = [f"Jesus wept, verse {i}." for i in range(40)]
+    calls = []
+
+    def overflow(module, args, output):  # the dims probe (1 record) passes; the 3rd batch overflows
+        states = output[0] if isinstance(output, tuple) else output
+        if states.shape[0] > 1:
+            calls.append(1)
+            if len(calls) == 3:
+                states = states.clone()
+                states[0, 0, 0] = float("inf")
+                return (states, *output[1:]) if isinstance(output, tuple) else states
+        return None
+
+    h = model.encoder.layer[0].register_forward_hook(overflow)
+    store = ActivationStore.open(tmp_path / "st")
+    try:
+        with pytest.raises(NumericalError, match="encoder"):  # found where the rows are read: the writer thread
+            extract(model, tok, texts, "encoder.0", store=store, batch_size=4, chunk_size=8)
+    finally:
+        h.remove()
+    assert store.keys() == [] and store.verify() == []
+    keys = extract(model, tok, texts, "encoder.0", store=store, batch_size=4, chunk_size=8)  # resumes
+    fresh = extract(model, tok, texts, "encoder.0")
+    assert np.array_equal(np.asarray(store.read(keys[0])), fresh["encoder.0"])

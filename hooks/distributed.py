@@ -40,7 +40,14 @@ from xlprobe.hooks.committer import Committer
 from xlprobe.hooks.memory import MemoryTrimmer
 from xlprobe.hooks.plan import CapturePlan
 from xlprobe.hooks.runner import progress_bar, token_layout, token_rows
-from xlprobe.hooks.writing import Forward, shard_info, shard_keys, tokenizer_fingerprint, write_plan
+from xlprobe.hooks.writing import (
+    Forward,
+    open_writers,
+    shard_info,
+    shard_keys,
+    tokenizer_fingerprint,
+    write_plan,
+)
 from xlprobe.store_parts import group_dir, write_group
 from xlprobe.types import StoreKey
 
@@ -233,18 +240,7 @@ def _open_writers(stack: contextlib.ExitStack, store: Any, model: nn.Module, pla
     todo = [p for p in plan.points if not store.has(keys[p.name])]
     if not todo:
         return {}
-    dims = forward_dims(model, plan, todo)
-    chunks, writers = plan.chunks(), {}
-    for p in todo:
-        extras, rows, row_chunks = None, plan.n, chunks
-        if plan.pooling == "tokens":
-            extras = token_layout(plan.encoded(p.side))
-            ptr = extras["row_ptr"]
-            rows, row_chunks = int(ptr[-1]), [(int(ptr[lo]), int(ptr[hi])) for lo, hi in chunks]
-        writers[p.name] = stack.enter_context(store.writer(
-            keys[p.name], n_rows=rows, dim=dims[p.name], chunks=row_chunks, extras=extras,
-            info={**info, "point": p.name, "alias": p.alias}))
-    return writers
+    return open_writers(stack, store, plan, todo, keys, forward_dims(model, plan, todo), info)[0]
 
 
 def forward_dims(model: nn.Module, plan: CapturePlan, points: Sequence[Any]) -> dict[str, int]:

@@ -158,7 +158,6 @@ class PlanRunner:
         self.device = input_device(model)
         self._run = _forward_fn(model, plan)
         self._sides: dict[str, SideBatch | None] = {}
-        self._idx = np.empty(0, np.int64)
         self._pooled: dict[str, torch.Tensor] = {}
 
     def __call__(self, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -179,7 +178,7 @@ class PlanRunner:
         plan = self.plan
         src, dec = plan.batch(idx, self.device)
         self._sides = {"encoder": src, "decoder": src if plan.src_is_decoder else dec}
-        self._idx, self._pooled = idx, {}
+        self._pooled = {}
         with _precision(plan.dtype, self.model, self.device), torch.inference_mode(), \
                 Capture(self.model, plan.points, self._sink, stop_after=plan.points[-1]):
             self._run(src, dec)

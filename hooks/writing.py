@@ -25,7 +25,7 @@ from xlprobe.hooks.plan import CapturePlan
 from xlprobe.hooks.runner import progress_bar, token_layout, token_rows
 from xlprobe.types import StoreKey
 
-__all__ = ["write_plan", "tokenizer_fingerprint", "shard_keys", "shard_info"]
+__all__ = ["write_plan", "tokenizer_fingerprint", "shard_keys", "shard_info", "open_writers"]
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +98,9 @@ def write_plan(store: Any, model: nn.Module, tokenizer: Any, plan: CapturePlan, 
     first = forward(np.array([0]))
     info = shard_info(model, tokenizer, plan, model_fp, tokenizer_fp, provenance)
     chunks = plan.chunks()
-    ptrs: dict[str, np.ndarray] = {}
     with contextlib.ExitStack() as stack:
-        writers = {}
-        for p in todo:
-            extras, rows, row_chunks = None, plan.n, chunks
-            if plan.pooling == "tokens":
-                extras = token_layout(plan.encoded(p.side))
-                ptr = ptrs[p.name] = extras["row_ptr"]
-                rows, row_chunks = int(ptr[-1]), [(int(ptr[lo]), int(ptr[hi])) for lo, hi in chunks]
-            writers[p.name] = stack.enter_context(store.writer(
-                keys[p.name], n_rows=rows, dim=first[p.name].shape[1], chunks=row_chunks, extras=extras,
-                info={**info, "point": p.name, "alias": p.alias}))
+        dims = {p.name: first[p.name].shape[1] for p in todo}
+        writers, ptrs = open_writers(stack, store, plan, todo, keys, dims, info)
         pending = {name: set(w.pending) for name, w in writers.items()}
         todo_chunks = sorted(set().union(*pending.values()))
         if len(todo_chunks) < len(chunks):
@@ -134,6 +125,27 @@ def write_plan(store: Any, model: nn.Module, tokenizer: Any, plan: CapturePlan, 
         for w in writers.values():
             w.finalize()
     return list(keys.values())
+
+
+def open_writers(stack: contextlib.ExitStack, store: Any, plan: CapturePlan, points: Any, keys: dict[str, StoreKey],
+                 dims: dict[str, int], info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A resuming shard writer per point (entered on ``stack``), and each token shard's row pointers.
+
+    Pooled shards have a row per record in the plan's chunks; per-token shards (``pooling="tokens"``) a row
+    per kept token, their chunks the records' token ranges, and the layout (row pointers, token ids) as extras.
+    """
+    chunks = plan.chunks()
+    writers, ptrs = {}, {}
+    for p in points:
+        extras, rows, row_chunks = None, plan.n, chunks
+        if plan.pooling == "tokens":
+            extras = token_layout(plan.encoded(p.side))
+            ptr = ptrs[p.name] = extras["row_ptr"]
+            rows, row_chunks = int(ptr[-1]), [(int(ptr[lo]), int(ptr[hi])) for lo, hi in chunks]
+        writers[p.name] = stack.enter_context(store.writer(
+            keys[p.name], n_rows=rows, dim=dims[p.name], chunks=row_chunks, extras=extras,
+            info={**info, "point": p.name, "alias": p.alias}))
+    return writers, ptrs
 
 
 def _write_batch(writers: dict[str, Any], ptrs: dict[str, np.ndarray], idx: np.ndarray, rows: Any) -> None:
